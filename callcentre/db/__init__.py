@@ -1,0 +1,1 @@
+"""Database: declarative base, models, sessions and migrations (SQLAlchemy 2, Alembic)."""

@@ -1,0 +1,26 @@
+"""All models, imported here so ``Base.metadata`` knows every table (Alembic reads it)."""
+
+from callcentre.db.models.agents import Agent, AgentSkill, Skill
+from callcentre.db.models.audit import AuditEntry
+from callcentre.db.models.calls import Call, CallContextItem, CallSegment
+from callcentre.db.models.customers import Customer, CustomerPhone
+from callcentre.db.models.media import Recording, Transcript
+from callcentre.db.models.queues import Disposition, Queue
+from callcentre.db.models.surveys import SurveyResponse
+
+__all__ = [
+    "Agent",
+    "AgentSkill",
+    "AuditEntry",
+    "Call",
+    "CallContextItem",
+    "CallSegment",
+    "Customer",
+    "CustomerPhone",
+    "Disposition",
+    "Queue",
+    "Recording",
+    "Skill",
+    "SurveyResponse",
+    "Transcript",
+]

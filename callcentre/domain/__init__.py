@@ -1,0 +1,1 @@
+"""Domain vocabulary shared by every part: ids, call and agent states, events, errors, CallContext."""

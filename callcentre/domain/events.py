@@ -1,0 +1,108 @@
+"""Domain events: small frozen dataclasses named in the past tense.
+
+Telephony backends publish the *call* events; the IVR runner, router and console publish the rest.
+``docs/architecture.md`` lists who emits and who consumes each one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from callcentre.db.base import utcnow
+
+
+@dataclass(frozen=True)
+class Event:
+    call_id: str
+    at: datetime = field(default_factory=utcnow, kw_only=True)
+
+
+@dataclass(frozen=True)
+class CallArrived(Event):
+    caller_id: str
+    dialled: str
+    backend: str
+    backend_ref: str = ""
+
+
+@dataclass(frozen=True)
+class CallAnswered(Event):
+    """The platform answered the caller's leg (the IVR may now speak)."""
+
+
+@dataclass(frozen=True)
+class PromptFinished(Event):
+    """The last Say/Play of an action finished playing."""
+
+
+@dataclass(frozen=True)
+class DigitsReceived(Event):
+    digits: str
+    """One or more DTMF keys, in order (``#`` and ``*`` included)."""
+
+
+@dataclass(frozen=True)
+class SpeechHeard(Event):
+    text: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class InputTimedOut(Event):
+    """A Gather's timeout passed with no (complete) input."""
+
+
+@dataclass(frozen=True)
+class CallHungUp(Event):
+    by: str
+    """``caller``, ``agent`` or ``platform``."""
+    cause: str = "normal"
+
+
+@dataclass(frozen=True)
+class CallQueued(Event):
+    queue: str
+    required_skills: tuple[tuple[str, int], ...]
+    priority: int
+    language: str
+
+
+@dataclass(frozen=True)
+class CallOffered(Event):
+    agent_id: int
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class AgentAnswered(Event):
+    agent_id: int
+
+
+@dataclass(frozen=True)
+class AgentNoAnswer(Event):
+    agent_id: int
+
+
+@dataclass(frozen=True)
+class CallTransferred(Event):
+    from_agent_id: int | None
+    kind: str
+    """``blind``, ``warm`` or ``queue``."""
+    target: str
+    reason: str
+    note: str
+
+
+@dataclass(frozen=True)
+class CallEnded(Event):
+    outcome: str
+    at_step: str = ""
+
+
+@dataclass(frozen=True)
+class AgentStateChanged:
+    agent_id: int
+    state: str
+    reason: str = ""
+    at: datetime = field(default_factory=utcnow, kw_only=True)

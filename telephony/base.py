@@ -1,0 +1,49 @@
+"""The small interface every telephony backend implements.
+
+Backends turn network signalling into domain events on the bus (``CallArrived``,
+``DigitsReceived``, ``SpeechHeard``, ``InputTimedOut``, ``AgentAnswered``, ``AgentNoAnswer``,
+``CallHungUp``) and perform the commands below. They hold no business rules: the IVR engine and the
+router decide, the backend carries out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from callcentre.bus import EventBus
+from ivr.actions import Action
+
+
+@dataclass(frozen=True)
+class AgentEndpoint:
+    agent_id: int
+    contact: str
+    """Where the agent's audio is: ``sip:user@host:port``, ``client:login`` (Twilio), ``browser``."""
+
+
+@runtime_checkable
+class TelephonyBackend(Protocol):
+    name: str
+
+    def start(self, bus: EventBus) -> None:
+        """Begin accepting calls; events go to ``bus``."""
+
+    def stop(self) -> None:
+        """End every call cleanly and release sockets."""
+
+    def perform(self, call_id: str, action: Action) -> None:
+        """Carry out an IVR action (prompts, then gather / enqueue-hold / transfer / hang up)."""
+
+    def connect_agent(self, call_id: str, agent: AgentEndpoint, ring_seconds: float) -> None:
+        """Ring the agent and bridge on answer; publish ``AgentAnswered`` or ``AgentNoAnswer``."""
+
+    def hold(self, call_id: str, on: bool) -> None:
+        """Put the caller on hold (music) or take them off."""
+
+    def hangup(self, call_id: str) -> None:
+        """End the call from the platform side."""
+
+
+def make_backend_name_error(name: str, allowed: list[str]) -> ValueError:
+    return ValueError(f"unknown telephony backend {name!r}; choose one of {', '.join(sorted(allowed))}")
