@@ -3,6 +3,7 @@
 from callcentre.db.models.agents import Agent, AgentSkill, Skill
 from callcentre.db.models.audit import AuditEntry
 from callcentre.db.models.calls import Call, CallContextItem, CallSegment
+from callcentre.db.models.console import ConsoleSession
 from callcentre.db.models.customers import Customer, CustomerPhone
 from callcentre.db.models.media import Recording, Transcript
 from callcentre.db.models.queues import Disposition, Queue
@@ -15,6 +16,7 @@ __all__ = [
     "Call",
     "CallContextItem",
     "CallSegment",
+    "ConsoleSession",
     "Customer",
     "CustomerPhone",
     "Disposition",
