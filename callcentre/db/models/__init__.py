@@ -7,6 +7,7 @@ from callcentre.db.models.console import ConsoleSession
 from callcentre.db.models.customers import Customer, CustomerPhone
 from callcentre.db.models.media import Recording, Transcript
 from callcentre.db.models.queues import Disposition, Queue
+from callcentre.db.models.routing import QueueEntry, Reservation, TransferRecord
 from callcentre.db.models.surveys import SurveyResponse
 
 __all__ = [
@@ -21,8 +22,11 @@ __all__ = [
     "CustomerPhone",
     "Disposition",
     "Queue",
+    "QueueEntry",
     "Recording",
+    "Reservation",
     "Skill",
     "SurveyResponse",
     "Transcript",
+    "TransferRecord",
 ]
