@@ -8,7 +8,9 @@ from callcentre.db.models.customers import Customer, CustomerPhone
 from callcentre.db.models.media import Recording, Transcript
 from callcentre.db.models.queues import Disposition, Queue
 from callcentre.db.models.routing import QueueEntry, Reservation, TransferRecord
+from callcentre.db.models.satisfaction import CallbackTask, SupervisorAlert
 from callcentre.db.models.surveys import SurveyResponse
+from callcentre.db.models.transcription import TranscriptionJob
 
 __all__ = [
     "Agent",
@@ -17,6 +19,7 @@ __all__ = [
     "Call",
     "CallContextItem",
     "CallSegment",
+    "CallbackTask",
     "ConsoleSession",
     "Customer",
     "CustomerPhone",
@@ -26,7 +29,9 @@ __all__ = [
     "Recording",
     "Reservation",
     "Skill",
+    "SupervisorAlert",
     "SurveyResponse",
     "Transcript",
+    "TranscriptionJob",
     "TransferRecord",
 ]
