@@ -7,13 +7,14 @@ from callcentre.db.models.console import ConsoleSession
 from callcentre.db.models.customers import Customer, CustomerPhone
 from callcentre.db.models.media import Recording, Transcript
 from callcentre.db.models.queues import Disposition, Queue
-from callcentre.db.models.routing import QueueEntry, Reservation, TransferRecord
+from callcentre.db.models.routing import AgentOfferStreak, QueueEntry, Reservation, TransferRecord
 from callcentre.db.models.satisfaction import CallbackTask, SupervisorAlert
 from callcentre.db.models.surveys import SurveyResponse
 from callcentre.db.models.transcription import TranscriptionJob
 
 __all__ = [
     "Agent",
+    "AgentOfferStreak",
     "AgentSkill",
     "AuditEntry",
     "Call",

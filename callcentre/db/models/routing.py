@@ -76,6 +76,17 @@ class Reservation(Base):
     """Which router process made it (host:pid), for operators reading a stuck reservation."""
 
 
+class AgentOfferStreak(Base):
+    """Offers an agent missed in a row since their last answer (or since being set Not Ready for it)."""
+
+    __tablename__ = "agent_offer_streaks"
+
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
+    consecutive_misses: Mapped[int] = mapped_column(default=0)
+    total_misses: Mapped[int] = mapped_column(default=0)
+    last_miss_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 class TransferRecord(Base):
     """Every transfer, counted with its reason; the segments show the legs, this shows the intent."""
 
