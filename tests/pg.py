@@ -69,8 +69,13 @@ class PostgresServer:
             kwargs["group"] = pwd.getpwnam(self._run_as).pw_gid
             kwargs["extra_groups"] = []
         result = subprocess.run(
-            list(args), capture_output=True, text=True, timeout=timeout, check=False,
-            cwd=self.directory, **kwargs,  # type: ignore[call-overload]
+            list(args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=self.directory,
+            **kwargs,  # type: ignore[call-overload]
         )
         if result.returncode != 0:
             raise PostgresError(f"{Path(args[0]).name} failed ({result.returncode}): {result.stderr[-2000:]}")
@@ -82,8 +87,20 @@ class PostgresServer:
             entry = pwd.getpwnam(self._run_as)
             os.chown(self.directory, entry.pw_uid, entry.pw_gid)
         data = self.directory / "data"
-        self._run([str(self._bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                   "-E", "UTF8", "--no-sync", "--no-instructions"])
+        self._run(
+            [
+                str(self._bin / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ]
+        )
         options = [f"-c listen_addresses={self.host}", f"-k {self.directory}", "-c max_connections=200"]
         if not self.durable:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
@@ -91,9 +108,22 @@ class PostgresServer:
         for _attempt in range(5):  # the free port may be taken between probing and binding
             self.port = free_port(self.host)
             try:
-                self._run([str(self._bin / "pg_ctl"), "-D", str(data), "-l", str(self.directory / "log"),
-                           "-w", "-t", "60", "-o", " ".join([f"-p {self.port}", *options]), "start"],
-                          timeout=90)
+                self._run(
+                    [
+                        str(self._bin / "pg_ctl"),
+                        "-D",
+                        str(data),
+                        "-l",
+                        str(self.directory / "log"),
+                        "-w",
+                        "-t",
+                        "60",
+                        "-o",
+                        " ".join([f"-p {self.port}", *options]),
+                        "start",
+                    ],
+                    timeout=90,
+                )
                 return self
             except PostgresError as exc:
                 last_error = exc

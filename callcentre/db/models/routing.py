@@ -106,6 +106,6 @@ class TransferRecord(Base):
     """The transferring agent's reason code (required)."""
     note: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str32] = mapped_column(default="requested")
-    """``requested``, ``consulting`` (warm), ``completed``, ``returned`` (warm, consult declined), ``failed``."""
+    """``requested``, ``consulting`` (warm), ``completed``, ``returned`` (warm, declined), ``failed``."""
     requested_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)

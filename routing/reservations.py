@@ -1,0 +1,516 @@
+"""Atomic reservations: a call is offered to one agent at a time and an agent gets one call at a time,
+however many router processes run against the same database.
+
+How it stays atomic without Python locks (works on SQLite and PostgreSQL alike):
+
+1. every state move is a conditional UPDATE (``... WHERE status = 'waiting'``) and its row count
+   decides who won: on SQLite writers are serialised; on PostgreSQL the second UPDATE waits for the
+   first one's row lock and then re-checks its WHERE clause against the committed row;
+2. a live reservation fills ``active_agent_id`` and ``active_call_id``, both UNIQUE: even a bug or a
+   hand-edited agent state cannot create a second live reservation for the same agent or call.
+
+Functions take a :class:`~sqlalchemy.orm.Session`; the caller owns the transaction and must commit
+after each call to :func:`reserve` (one reservation per transaction: several in one transaction can
+deadlock between processes on PostgreSQL, which locks rows in the order it meets them).
+All times are passed in (``now``), so tests move the clock instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Executable, func, select, update
+from sqlalchemy.orm import Session
+
+from callcentre.db.models import Agent, AgentOfferStreak, Call, CallSegment, QueueEntry, Reservation
+from callcentre.domain.agent_state import AgentState
+from callcentre.domain.call_state import CallState
+
+NOT_READY_REASON = "missed_offers"
+"""``agents.state_reason`` when an agent is set Not Ready for missing offers in a row."""
+
+_LIVE_CALL_STATES = (
+    CallState.QUEUED.value,
+    CallState.TRANSFERRING.value,
+    CallState.NEW.value,
+    CallState.IVR.value,
+)
+
+
+@dataclass(frozen=True)
+class ReservationPolicy:
+    ring_seconds: float = 15.0
+    """X: how long an agent may let an offer ring before the call goes back to its place."""
+    max_consecutive_misses: int = 3
+    """M: this many missed offers in a row set the agent Not Ready."""
+
+    def __post_init__(self) -> None:
+        if self.ring_seconds <= 0:
+            raise ValueError("ring_seconds must be positive")
+        if self.max_consecutive_misses < 1:
+            raise ValueError("max_consecutive_misses must be at least 1")
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A reservation that was made: ring ``agent_id`` for ``call_id`` until ``expires_at``."""
+
+    reservation_id: int
+    call_id: str
+    agent_id: int
+    expires_at: datetime
+    callback_number: str | None
+    """Set when the caller chose a callback: dial this number instead of bridging a waiting caller."""
+
+
+@dataclass(frozen=True)
+class Miss:
+    """An offer that ended unanswered; the call is back at its original place."""
+
+    call_id: str
+    agent_id: int
+    reason: str
+    """``no_answer`` (the backend gave up ringing) or ``timeout`` (the reservation expired)."""
+    consecutive_misses: int
+    agent_state: AgentState
+    """``available`` again, or ``not_ready`` after M misses in a row."""
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    call_id: str
+    agent_id: int | None
+    """The agent who was ringing (now available again), if any."""
+    kept_for_callback: bool
+    """The caller hung up after choosing a callback: the entry keeps its place."""
+
+
+def owner_tag() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}"
+
+
+def _rows(session: Session, statement: Executable) -> int:
+    result = cast(
+        CursorResult[Any], session.execute(statement, execution_options={"synchronize_session": False})
+    )
+    return int(result.rowcount)
+
+
+# --- entering the queue ---------------------------------------------------------------------------
+
+
+def enqueue(
+    session: Session,
+    call_id: str,
+    queue: str,
+    *,
+    now: datetime,
+    required_skills: tuple[tuple[str, int], ...] | list[Any] = (),
+    priority: int = 0,
+    language: str = "en",
+    reason: str = "",
+    customer_id: int | None = None,
+    preferred_agent_id: int | None = None,
+) -> QueueEntry:
+    """Give the call its place in ``queue``. Enqueueing the same call again changes nothing (the
+    place is kept); a call whose earlier wait ended (answered, then transferred to a queue) waits again
+    from ``now``."""
+    entry = session.scalars(select(QueueEntry).where(QueueEntry.call_id == call_id)).one_or_none()
+    if session.get(Call, call_id) is None:
+        # The IVR service normally saved the call already; a bare row keeps the foreign key honest.
+        session.add(Call(id=call_id, state=CallState.QUEUED.value, arrived_at=now, queued_at=now))
+        session.flush()
+    skills = [[str(s), int(level)] for s, level in required_skills]
+    if entry is None:
+        entry = QueueEntry(
+            call_id=call_id,
+            queue=queue,
+            status="waiting",
+            required_skills=skills,
+            priority=priority,
+            language=language,
+            reason=reason,
+            customer_id=customer_id,
+            preferred_agent_id=preferred_agent_id,
+            enqueued_at=now,
+            updated_at=now,
+        )
+        session.add(entry)
+    elif entry.status in ("done", "connected", "abandoned"):
+        entry.queue, entry.status, entry.required_skills = queue, "waiting", skills
+        entry.priority, entry.language, entry.enqueued_at, entry.updated_at = priority, language, now, now
+        entry.callback_number = None
+        if reason:
+            entry.reason = reason
+        if preferred_agent_id is not None:
+            entry.preferred_agent_id = preferred_agent_id
+    session.flush()
+    return entry
+
+
+def waiting_entries(session: Session, queue: str | None = None) -> list[QueueEntry]:
+    """Calls waiting for an agent (live callers and callbacks), in order of their places."""
+    query = select(QueueEntry).where(QueueEntry.status == "waiting")
+    if queue is not None:
+        query = query.where(QueueEntry.queue == queue)
+    return list(session.scalars(query.order_by(QueueEntry.enqueued_at, QueueEntry.id)))
+
+
+def position(session: Session, call_id: str) -> int | None:
+    """1-based place among the calls waiting in the same queue; 0 while an agent is being offered it;
+    None when the call is not waiting."""
+    entry = session.scalars(select(QueueEntry).where(QueueEntry.call_id == call_id)).one_or_none()
+    if entry is None or entry.status not in ("waiting", "offered"):
+        return None
+    if entry.status == "offered":
+        return 0
+    ahead = session.scalar(
+        select(func.count())
+        .select_from(QueueEntry)
+        .where(
+            QueueEntry.queue == entry.queue,
+            QueueEntry.status == "waiting",
+            (QueueEntry.enqueued_at < entry.enqueued_at)
+            | ((QueueEntry.enqueued_at == entry.enqueued_at) & (QueueEntry.id < entry.id)),
+        )
+    )
+    return int(ahead or 0) + 1
+
+
+def request_callback(session: Session, call_id: str, number: str, *, now: datetime) -> bool:
+    """The caller pressed the callback key: they may hang up and keep their place. False if the call
+    is not waiting (e.g. an agent is already ringing for it) or the number is empty."""
+    if not number.strip():
+        return False
+    return (
+        _rows(
+            session,
+            update(QueueEntry)
+            .where(
+                QueueEntry.call_id == call_id,
+                QueueEntry.status == "waiting",
+            )
+            .values(callback_number=number.strip(), callback_requested_at=now, updated_at=now),
+        )
+        == 1
+    )
+
+
+# --- offering -------------------------------------------------------------------------------------
+
+
+def reserve(
+    session: Session,
+    call_id: str,
+    agent_id: int,
+    *,
+    now: datetime,
+    policy: ReservationPolicy,
+    why: dict[str, Any] | None = None,
+    owner: str = "",
+) -> Offer | None:
+    """Reserve ``agent_id`` for ``call_id``, or return None if either was taken meanwhile (by this or
+    another process). Commit right after; on an IntegrityError (the UNIQUE safety net) roll back."""
+    # Call first, then agent: every process takes row locks in this order, so two of them never
+    # wait on each other in a cycle.
+    if (
+        _rows(
+            session,
+            update(QueueEntry)
+            .where(
+                QueueEntry.call_id == call_id,
+                QueueEntry.status == "waiting",
+            )
+            .values(status="offered", offers=QueueEntry.offers + 1, updated_at=now),
+        )
+        != 1
+    ):
+        return None
+    if (
+        _rows(
+            session,
+            update(Agent)
+            .where(
+                Agent.id == agent_id,
+                Agent.state == AgentState.AVAILABLE.value,
+                Agent.active.is_(True),
+            )
+            .values(state=AgentState.RINGING.value, state_since=now, state_reason=""),
+        )
+        != 1
+    ):
+        _rows(
+            session,
+            update(QueueEntry)
+            .where(
+                QueueEntry.call_id == call_id,
+                QueueEntry.status == "offered",
+            )
+            .values(status="waiting", offers=QueueEntry.offers - 1),
+        )
+        return None
+    entry = session.scalars(select(QueueEntry).where(QueueEntry.call_id == call_id)).one()
+    callback_number = entry.callback_number
+    if callback_number is not None:
+        entry.callback_attempts += 1
+    expires_at = now + timedelta(seconds=policy.ring_seconds)
+    reservation = Reservation(
+        call_id=call_id,
+        agent_id=agent_id,
+        status="active",
+        active_agent_id=agent_id,
+        active_call_id=call_id,
+        created_at=now,
+        expires_at=expires_at,
+        why=why or {},
+        owner=owner[:64],
+        callback=callback_number is not None,
+    )
+    session.add(reservation)
+    _rows(session, update(Call).where(Call.id == call_id).values(route_why=why or {}))
+    if callback_number is None:
+        _rows(
+            session,
+            update(Call)
+            .where(Call.id == call_id, Call.state.in_(_LIVE_CALL_STATES))
+            .values(state=CallState.OFFERING.value),
+        )
+    session.flush()
+    return Offer(reservation.id, call_id, agent_id, expires_at, callback_number)
+
+
+def active_reservation(session: Session, call_id: str) -> Reservation | None:
+    return session.scalars(select(Reservation).where(Reservation.active_call_id == call_id)).one_or_none()
+
+
+def _end(session: Session, call_id: str, agent_id: int, status: str, reason: str, now: datetime) -> bool:
+    return (
+        _rows(
+            session,
+            update(Reservation)
+            .where(
+                Reservation.call_id == call_id,
+                Reservation.agent_id == agent_id,
+                Reservation.status == "active",
+            )
+            .values(
+                status=status, end_reason=reason, ended_at=now, active_agent_id=None, active_call_id=None
+            ),
+        )
+        == 1
+    )
+
+
+def answered(session: Session, call_id: str, agent_id: int, *, now: datetime) -> CallSegment | None:
+    """The agent answered: reservation done, agent On call, call connected, a segment opened.
+    None if there was no live reservation (it timed out first, or the caller left)."""
+    reservation = session.scalars(
+        select(Reservation).where(
+            Reservation.call_id == call_id,
+            Reservation.agent_id == agent_id,
+            Reservation.status == "active",
+        )
+    ).one_or_none()
+    if reservation is None or not _end(session, call_id, agent_id, "answered", "answered", now):
+        return None
+    _rows(
+        session,
+        update(QueueEntry).where(QueueEntry.call_id == call_id).values(status="connected", updated_at=now),
+    )
+    _rows(
+        session,
+        update(Agent)
+        .where(Agent.id == agent_id)
+        .values(state=AgentState.ON_CALL.value, state_since=now, state_reason=""),
+    )
+    _rows(
+        session,
+        update(AgentOfferStreak).where(AgentOfferStreak.agent_id == agent_id).values(consecutive_misses=0),
+    )
+    call = session.get(Call, call_id)
+    entry = session.scalars(select(QueueEntry).where(QueueEntry.call_id == call_id)).one_or_none()
+    queue_id = call.queue_id if call is not None else None
+    if call is not None:
+        if call.answered_at is None:
+            call.answered_at = now
+        if call.state != CallState.ENDED.value:
+            call.state = CallState.CONNECTED.value
+        if entry is not None and entry.callback_number is not None:
+            call.outcome = "callback"
+    segment = CallSegment(
+        call_id=call_id,
+        agent_id=agent_id,
+        queue_id=queue_id,
+        offered_at=reservation.created_at,
+        started_at=now,
+    )
+    session.add(segment)
+    session.flush()
+    return segment
+
+
+def missed(
+    session: Session,
+    call_id: str,
+    agent_id: int,
+    *,
+    now: datetime,
+    policy: ReservationPolicy,
+    reason: str = "no_answer",
+) -> Miss | None:
+    """The agent did not answer: the call goes back to its ORIGINAL place (its entry keeps
+    ``enqueued_at`` and id), the agent's miss streak grows, and after M in a row they go Not Ready.
+    None if the reservation was already ended (another process handled the same timeout)."""
+    if not _end(session, call_id, agent_id, "missed", reason, now):
+        return None
+    _rows(
+        session,
+        update(QueueEntry)
+        .where(QueueEntry.call_id == call_id, QueueEntry.status == "offered")
+        .values(status="waiting", updated_at=now),
+    )
+    _rows(
+        session,
+        update(Call)
+        .where(Call.id == call_id, Call.state == CallState.OFFERING.value)
+        .values(state=CallState.QUEUED.value),
+    )
+    if (
+        _rows(
+            session,
+            update(AgentOfferStreak)
+            .where(AgentOfferStreak.agent_id == agent_id)
+            .values(
+                consecutive_misses=AgentOfferStreak.consecutive_misses + 1,
+                total_misses=AgentOfferStreak.total_misses + 1,
+                last_miss_at=now,
+            ),
+        )
+        == 0
+    ):
+        # One live reservation per agent means no other process can be inserting this row now.
+        session.add(
+            AgentOfferStreak(agent_id=agent_id, consecutive_misses=1, total_misses=1, last_miss_at=now)
+        )
+        session.flush()
+    streak = int(
+        session.scalar(
+            select(AgentOfferStreak.consecutive_misses).where(AgentOfferStreak.agent_id == agent_id)
+        )
+        or 0
+    )
+    if streak >= policy.max_consecutive_misses:
+        state = AgentState.NOT_READY
+        _rows(
+            session,
+            update(AgentOfferStreak)
+            .where(AgentOfferStreak.agent_id == agent_id)
+            .values(consecutive_misses=0),
+        )
+        values: dict[str, Any] = {"state": state.value, "state_reason": NOT_READY_REASON, "state_since": now}
+    else:
+        state = AgentState.AVAILABLE
+        values = {"state": state.value, "state_reason": "", "state_since": now}
+    _rows(
+        session,
+        update(Agent).where(Agent.id == agent_id, Agent.state == AgentState.RINGING.value).values(**values),
+    )
+    return Miss(call_id, agent_id, reason, streak, state)
+
+
+def expire_overdue(
+    session: Session, *, now: datetime, policy: ReservationPolicy, limit: int = 100
+) -> list[Miss]:
+    """Treat every reservation past ``expires_at`` as missed (``reason='timeout'``). Safe to run in
+    every router process at once: each expired reservation is handled by exactly one of them."""
+    overdue = session.execute(
+        select(Reservation.call_id, Reservation.agent_id)
+        .where(Reservation.status == "active", Reservation.expires_at <= now)
+        .order_by(Reservation.expires_at)
+        .limit(limit)
+    ).all()
+    out: list[Miss] = []
+    for call_id, agent_id in overdue:
+        miss = missed(session, call_id, agent_id, now=now, policy=policy, reason="timeout")
+        if miss is not None:
+            out.append(miss)
+    return out
+
+
+def cancel_call(
+    session: Session, call_id: str, *, now: datetime, reason: str = "caller_hung_up"
+) -> Cancelled:
+    """The caller left. A ringing agent is released (their miss streak is untouched: not their fault).
+    The queue entry is abandoned, unless the caller had chosen a callback: then it keeps its place."""
+    reservation = session.scalars(
+        select(Reservation).where(Reservation.active_call_id == call_id)
+    ).one_or_none()
+    agent_id: int | None = None
+    entry = session.scalars(select(QueueEntry).where(QueueEntry.call_id == call_id)).one_or_none()
+    keep = entry is not None and entry.callback_number is not None
+    if (
+        reservation is not None
+        and not reservation.callback
+        and _end(session, call_id, reservation.agent_id, "cancelled", reason, now)
+    ):
+        agent_id = reservation.agent_id
+        _rows(
+            session,
+            update(Agent)
+            .where(Agent.id == agent_id, Agent.state == AgentState.RINGING.value)
+            .values(state=AgentState.AVAILABLE.value, state_since=now, state_reason=""),
+        )
+    if entry is not None and not keep:
+        _rows(
+            session,
+            update(QueueEntry)
+            .where(
+                QueueEntry.call_id == call_id,
+                QueueEntry.status.in_(("waiting", "offered")),
+            )
+            .values(status="abandoned", updated_at=now),
+        )
+    return Cancelled(call_id, agent_id, keep)
+
+
+def finish(session: Session, call_id: str, *, now: datetime) -> None:
+    """The call is over for routing purposes (completed after an agent, or its callback is done)."""
+    _rows(
+        session, update(QueueEntry).where(QueueEntry.call_id == call_id).values(status="done", updated_at=now)
+    )
+
+
+def consecutive_misses(session: Session, agent_id: int) -> int:
+    value = session.scalar(
+        select(AgentOfferStreak.consecutive_misses).where(AgentOfferStreak.agent_id == agent_id)
+    )
+    return int(value or 0)
+
+
+def double_assignments(session: Session) -> tuple[int, int]:
+    """Audit: (agents with more than one live reservation, calls offered to more than one agent at once),
+    and answered reservations of the same call by two agents with no transfer in between. Always (0, 0)
+    unless the database lost its constraints; benchmarks and tests assert it."""
+    agents = session.scalar(
+        select(func.count()).select_from(
+            select(Reservation.agent_id)
+            .where(Reservation.status == "active")
+            .group_by(Reservation.agent_id)
+            .having(func.count() > 1)
+            .subquery()
+        )
+    )
+    calls = session.scalar(
+        select(func.count()).select_from(
+            select(Reservation.call_id)
+            .where(Reservation.status.in_(("active", "answered")))
+            .group_by(Reservation.call_id)
+            .having(func.count() > 1)
+            .subquery()
+        )
+    )
+    return int(agents or 0), int(calls or 0)

@@ -1,0 +1,194 @@
+"""Real OS processes racing for reservations: used by the concurrency tests and the benchmark.
+
+Each worker builds its own engine from a URL (nothing crosses the process boundary but plain
+data) and waits on a barrier so every process starts racing at the same moment.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session
+
+from callcentre.db.models import Agent, Call, QueueEntry, Reservation
+from callcentre.db.session import make_engine, make_session_factory
+from callcentre.domain.agent_state import AgentState
+from routing import reservations
+
+POLICY = reservations.ReservationPolicy(ring_seconds=60, max_consecutive_misses=3)
+
+
+def seed(url: str, *, agents: int, calls: int, queue: str = "general") -> tuple[list[int], list[str]]:
+    """``agents`` available agents and ``calls`` waiting calls; returns their ids."""
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    now = datetime.now(UTC)
+    with factory() as session:
+        agent_rows = [
+            Agent(login=f"race{i:05d}", name=f"Race {i}", password_hash="-", state=AgentState.AVAILABLE.value)
+            for i in range(agents)
+        ]
+        session.add_all(agent_rows)
+        call_ids = [f"call-race{i:06d}" for i in range(calls)]
+        session.add_all(Call(id=c, state="queued") for c in call_ids)
+        session.flush()
+        for c in call_ids:
+            reservations.enqueue(session, c, queue, now=now)
+        session.commit()
+        agent_ids = [a.id for a in agent_rows]
+    engine.dispose()
+    return agent_ids, call_ids
+
+
+@dataclass
+class WorkerResult:
+    offers: list[tuple[str, int]]
+    """(call_id, agent_id) for every reservation this process believes it won."""
+    attempts: int
+    conflicts: int
+    errors: int
+    seconds: float
+
+
+def _ids(session: Session) -> tuple[list[str], list[int]]:
+    calls = list(session.scalars(select(QueueEntry.call_id).where(QueueEntry.status == "waiting")))
+    agents = list(session.scalars(select(Agent.id).where(Agent.state == AgentState.AVAILABLE.value)))
+    return calls, agents
+
+
+def naive_reserve(session: Session, call_id: str, agent_id: int, now: datetime) -> bool:
+    """The BASELINE: read the states, then write. Between the read and the write another process can
+    do the same, so one agent can get two calls. Kept only to show the real check matters."""
+    agent_state = session.execute(text("SELECT state FROM agents WHERE id = :a"), {"a": agent_id}).scalar()
+    entry_status = session.execute(
+        text("SELECT status FROM queue_entries WHERE call_id = :c"), {"c": call_id}
+    ).scalar()
+    if agent_state != AgentState.AVAILABLE.value or entry_status != "waiting":
+        return False
+    session.execute(update(Agent).where(Agent.id == agent_id).values(state=AgentState.RINGING.value))
+    session.execute(update(QueueEntry).where(QueueEntry.call_id == call_id).values(status="offered"))
+    # No live-slot columns: the UNIQUE safety net is deliberately bypassed.
+    session.add(Reservation(call_id=call_id, agent_id=agent_id, status="active", expires_at=now))
+    return True
+
+
+def race(
+    url: str, barrier: Any, mode: str, seed_value: int, max_seconds: float, cycle: bool, max_reservations: int
+) -> WorkerResult:
+    """Reserve random (call, agent) pairs until nothing is left, the time is up, or (``cycle``) this
+    process has completed ``max_reservations`` full offer → answer → agent free again cycles."""
+    rng = random.Random(seed_value)
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    offers: list[tuple[str, int]] = []
+    attempts = conflicts = errors = 0
+    barrier.wait(timeout=60)
+    start = time.perf_counter()
+    try:
+        while time.perf_counter() - start < max_seconds and len(offers) < max_reservations:
+            with factory() as session:
+                calls, agents = _ids(session)
+                session.rollback()
+            if not calls or not agents:
+                if cycle and calls:
+                    time.sleep(0.001)
+                    continue
+                break
+            call_id, agent_id = rng.choice(calls), rng.choice(agents)
+            attempts += 1
+            now = datetime.now(UTC)
+            try:
+                with factory() as session:
+                    if mode == "naive":
+                        won = naive_reserve(session, call_id, agent_id, now)
+                    else:
+                        won = (
+                            reservations.reserve(
+                                session, call_id, agent_id, now=now, policy=POLICY, owner="race"
+                            )
+                            is not None
+                        )
+                    session.commit()
+            except Exception:  # a lost race on the naive path may hit a lock; counted, not hidden
+                errors += 1
+                continue
+            if not won:
+                conflicts += 1
+                continue
+            offers.append((call_id, agent_id))
+            if cycle:
+                with factory() as session:
+                    now = datetime.now(UTC)
+                    segment = reservations.answered(session, call_id, agent_id, now=now)
+                    assert segment is not None
+                    reservations.finish(session, call_id, now=now)
+                    session.execute(
+                        update(Agent).where(Agent.id == agent_id).values(state=AgentState.AVAILABLE.value)
+                    )
+                    session.commit()
+    finally:
+        engine.dispose()
+    return WorkerResult(offers, attempts, conflicts, errors, time.perf_counter() - start)
+
+
+def _entry(
+    url: str,
+    barrier: Any,
+    results: Any,
+    index: int,
+    mode: str,
+    max_seconds: float,
+    cycle: bool,
+    max_reservations: int,
+) -> None:
+    try:
+        results.put((index, race(url, barrier, mode, 1000 + index, max_seconds, cycle, max_reservations)))
+    except BaseException as exc:
+        results.put((index, repr(exc)))
+        raise
+
+
+def run_race(
+    url: str,
+    *,
+    processes: int,
+    mode: str = "atomic",
+    max_seconds: float = 30.0,
+    cycle: bool = False,
+    max_reservations: int = 10**9,
+) -> list[WorkerResult]:
+    """Start ``processes`` real processes racing on ``url``; return what each one won."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(processes)
+    results = ctx.Queue()
+    workers = [
+        ctx.Process(
+            target=_entry,
+            args=(url, barrier, results, i, mode, max_seconds, cycle, max_reservations),
+            daemon=True,
+        )
+        for i in range(processes)
+    ]
+    for w in workers:
+        w.start()
+    out: dict[int, WorkerResult] = {}
+    try:
+        for _ in workers:
+            index, result = results.get(timeout=max_seconds + 120)
+            if not isinstance(result, WorkerResult):
+                raise RuntimeError(f"worker {index} failed: {result}")
+            out[index] = result
+    finally:
+        for w in workers:
+            w.join(timeout=10)
+            if w.is_alive():
+                w.kill()
+                w.join()
+    return [out[i] for i in sorted(out)]
