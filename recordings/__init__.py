@@ -1,0 +1,1 @@
+"""Call recordings, their transcription and search, retention and access control."""

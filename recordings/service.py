@@ -1,0 +1,132 @@
+"""Recording wired to the call lifecycle: which part is recorded when, pauses, and queuing transcription.
+
+- ``CallArrived`` → the IVR part starts (mono, caller audio).
+- ``AgentAnswered`` → the IVR part closes, the conversation starts (stereo: caller left, agent right).
+- ``CallHungUp`` → everything closes; a ``Recording`` row per file, and a transcription job per file.
+- A ``Gather`` marked ``sensitive`` (PIN, card number) pauses the recording until the next action,
+  via :class:`RecordingBackend`, which wraps any telephony backend; an agent's pause button calls
+  :meth:`RecordingService.pause` / :meth:`resume`.
+
+Backends that carry audio hand it over with :meth:`RecordingService.feed` (16-bit PCM, 8 kHz).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from callcentre.bus import EventBus
+from callcentre.db.session import session_scope
+from callcentre.domain.events import AgentAnswered, CallArrived, CallHungUp
+from ivr.actions import Action, Gather
+from recordings import jobs
+from recordings.storage import CallRecorder, save_recording
+from telephony.base import AgentEndpoint, TelephonyBackend
+
+log = logging.getLogger(__name__)
+
+SENSITIVE_INPUT = "sensitive_input"
+AGENT_BUTTON = "agent"
+
+
+class RecordingService:
+    def __init__(self, directory: str | Path, factory: sessionmaker[Session], *,
+                 transcribe: bool = True, max_attempts: int = 5) -> None:
+        self.directory = Path(directory)
+        self.factory = factory
+        self.transcribe = transcribe
+        self.max_attempts = max_attempts
+        self._calls: dict[str, CallRecorder] = {}
+        self._lock = threading.Lock()
+
+    def subscribe(self, bus: EventBus) -> None:
+        bus.subscribe(CallArrived, self.on_arrived)
+        bus.subscribe(AgentAnswered, self.on_agent_answered)
+        bus.subscribe(CallHungUp, self.on_hung_up)
+
+    def recorder(self, call_id: str) -> CallRecorder | None:
+        with self._lock:
+            return self._calls.get(call_id)
+
+    def on_arrived(self, event: CallArrived) -> None:
+        with self._lock:
+            recorder = self._calls.setdefault(event.call_id, CallRecorder(event.call_id, self.directory))
+        recorder.start("ivr")
+
+    def on_agent_answered(self, event: AgentAnswered) -> None:
+        with self._lock:
+            recorder = self._calls.setdefault(event.call_id, CallRecorder(event.call_id, self.directory))
+        recorder.start("conversation")
+
+    def on_hung_up(self, event: CallHungUp) -> None:
+        with self._lock:
+            recorder = self._calls.pop(event.call_id, None)
+        if recorder is None:
+            return
+        recorder.stop()
+        if not recorder.finished:
+            return
+        with session_scope(self.factory) as session:
+            for finished in recorder.finished:
+                row = save_recording(session, event.call_id, finished)
+                if self.transcribe and finished.duration_seconds > 0:
+                    jobs.enqueue(session, row, max_attempts=self.max_attempts)
+        log.info("call %s: %d recording(s) saved", event.call_id, len(recorder.finished))
+
+    def feed(self, call_id: str, leg: str, pcm16: bytes) -> None:
+        recorder = self.recorder(call_id)
+        if recorder is not None:
+            recorder.feed(leg, pcm16)
+
+    def pause(self, call_id: str, why: str = AGENT_BUTTON) -> bool:
+        recorder = self.recorder(call_id)
+        if recorder is None:
+            return False
+        recorder.pause(why)
+        return True
+
+    def resume(self, call_id: str, why: str | None = None) -> bool:
+        """Resume; with ``why``, only a pause made for that reason (an agent's pause outlives IVR steps)."""
+        recorder = self.recorder(call_id)
+        if recorder is None or (why is not None and why not in recorder.pause_reasons):
+            return False
+        recorder.resume()
+        return True
+
+
+class RecordingBackend:
+    """Wraps a telephony backend: pauses recording for sensitive gathers, resumes on the next action.
+
+    The pause starts before the prompt asking for the PIN is played and lasts until the IVR acts on
+    the answer (its next action), so the keypad tones and any spoken digits are never stored.
+    """
+
+    def __init__(self, inner: TelephonyBackend, recordings: RecordingService) -> None:
+        self.inner = inner
+        self.recordings = recordings
+        self.name = inner.name
+
+    def start(self, bus: EventBus) -> None:
+        self.inner.start(bus)
+
+    def stop(self) -> None:
+        self.inner.stop()
+
+    def perform(self, call_id: str, action: Action) -> None:
+        if isinstance(action, Gather) and action.sensitive:
+            self.recordings.pause(call_id, SENSITIVE_INPUT)
+        else:
+            self.recordings.resume(call_id, SENSITIVE_INPUT)
+        self.inner.perform(call_id, action)
+
+    def connect_agent(self, call_id: str, agent: AgentEndpoint, ring_seconds: float) -> None:
+        self.inner.connect_agent(call_id, agent, ring_seconds)
+
+    def hold(self, call_id: str, on: bool) -> None:
+        self.inner.hold(call_id, on)
+
+    def hangup(self, call_id: str) -> None:
+        self.inner.hangup(call_id)
