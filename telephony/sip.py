@@ -72,17 +72,26 @@ AGENT_HANGUP_GRACE = 2.0
 
 
 def sip_client_class(hardened: bool = True) -> type[Any]:
-    """The pyVoIP SIP client class the endpoint builds on: hardened when available, else stock 1.6.8."""
+    """The pyVoIP SIP client class the endpoint builds on: hardened when available, else stock 1.6.8.
+
+    The hardened class (``telephony/pyvoip_patches``) owns the socket, its receive loop and
+    registration; with the stock class the endpoint runs its own receive loop and registration
+    (stock's would swallow INVITEs and answer the registrar instead of the sender).
+    """
     if hardened:
         try:
-            from telephony import pyvoip_patches
+            from telephony.pyvoip_patches.client import HardenedSIPClient
 
-            cls = getattr(pyvoip_patches, "HardenedSIPClient", None)
-            if cls is not None:
-                return cls
+            found: type[Any] = HardenedSIPClient
+            return found
         except ImportError:
-            pass
-    return PYVOIP_SIP.SIPClient  # type: ignore[no-any-return]
+            log.warning("telephony.pyvoip_patches is not available; using stock pyVoIP 1.6.8")
+    stock: type[Any] = PYVOIP_SIP.SIPClient
+    return stock
+
+
+def _is_hardened(cls: type[Any]) -> bool:
+    return hasattr(cls, "handle_datagram")
 
 
 class _PhoneShim:
@@ -193,6 +202,7 @@ class SipBackend:
         self.registered = threading.Event()
         self._register_cancel: Callable[[], None] | None = None
         self._register_call_id = ""
+        self._own_transport = True
         self.stats = {"invites": 0, "rejected": 0, "garbage": 0, "bad_requests": 0}
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -207,33 +217,53 @@ class SipBackend:
             registrar_host, registrar_port = host_port_of(self.settings.registrar)
         elif self.settings.mode != "direct":
             raise ValueError(f"unknown sip.mode {self.settings.mode!r}; choose one of direct, registered")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((host, port))
-        self.sock = sock
-        self.address = sock.getsockname()
         username = self.settings.username or next(iter(sorted(self.numbers)), "callcentre")
-        self.client = client_cls(
-            registrar_host,
-            registrar_port,
-            username,
-            self.settings.password,
-            phone=_PhoneShim(),
-            myIP=self.address[0],
-            myPort=self.address[1],
-        )
-        # pyVoIP's client sends through these; we own the socket and its receive loop.
-        self.client.s = sock
-        self.client.out = sock
-        self.client.NSD = True
         self._running = True
         self.media.start()
-        for target, name in ((self._recv_loop, "sip-recv"), (self._event_loop, "sip-events")):
-            t = threading.Thread(target=target, name=name, daemon=True)
+        if _is_hardened(client_cls):
+            self.client = client_cls(
+                registrar_host, registrar_port, username, self.settings.password, phone=_PhoneShim(),
+                myIP=host, myPort=port, callCallback=self._on_hardened_message,
+                register=self.settings.mode == "registered",
+            )
+            self.registered = self.client.registered
+            try:
+                self.client.start()  # binds, starts its receive loop, registers (raises if refused)
+            except Exception:
+                self._running = False
+                self.media.stop()
+                raise
+            self.sock = self.client.s
+            self.address = (host, int(self.client.myPort))
+            self._own_transport = False
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind((host, port))
+            self.sock = sock
+            self.address = sock.getsockname()
+            self.client = client_cls(
+                registrar_host, registrar_port, username, self.settings.password,
+                phone=_PhoneShim(), myIP=self.address[0], myPort=self.address[1],
+            )
+            # pyVoIP's client sends through these; we own the socket and its receive loop.
+            self.client.s = sock
+            self.client.out = sock
+            self.client.NSD = True
+            self._own_transport = True
+            t = threading.Thread(target=self._recv_loop, name="sip-recv", daemon=True)
             t.start()
             self._threads.append(t)
-        if self.settings.mode == "registered":
-            self._register()
-        log.info("SIP endpoint listening on %s:%s (%s mode)", *self.address, self.settings.mode)
+            if self.settings.mode == "registered":
+                self._register()
+        t = threading.Thread(target=self._event_loop, name="sip-events", daemon=True)
+        t.start()
+        self._threads.append(t)
+        log.info("SIP endpoint listening on %s:%s (%s mode, %s pyVoIP)", *self.address, self.settings.mode,
+                 "hardened" if not self._own_transport else "stock")
+
+    def _on_hardened_message(self, message: Any) -> None:
+        source = getattr(message, "source", None) or self.address
+        self._on_datagram(bytes(message.raw), (str(source[0]), int(source[1])))
 
     def stop(self) -> None:
         """Hang up every call (BYE), unregister, then close sockets and threads."""
@@ -241,24 +271,29 @@ class SipBackend:
             return
         for call_id in list(self.calls):
             self.hangup(call_id)
-        if self.settings.mode == "registered" and self.registered.is_set():
-            self._register(expires=0)
-            time.sleep(0.1)
-        if self._register_cancel is not None:
-            self._register_cancel()
-        self._running = False
+        time.sleep(0.05)  # let the BYEs leave before the socket closes
+        if self._own_transport:
+            if self.settings.mode == "registered" and self.registered.is_set():
+                self._register(expires=0)
+                time.sleep(0.1)
+            if self._register_cancel is not None:
+                self._register_cancel()
+            self._running = False
+            if self.sock is not None:
+                try:
+                    self.sock.close()
+                except OSError:
+                    pass
+            if self.client is not None:
+                self.client.NSD = False
+        else:
+            self._running = False
+            self.client.stop()
         self._events.put(None)
-        if self.sock is not None:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
         for t in self._threads:
             t.join(timeout=3)
         self._threads.clear()
         self.media.stop()
-        if self.client is not None:
-            self.client.NSD = False
 
     # ---- plumbing -----------------------------------------------------------------------------
     def _publish(self, event: object) -> None:
