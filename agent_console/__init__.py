@@ -1,0 +1,4 @@
+"""Agent softphone console and supervisor wallboard (Flask).
+
+Entry point: :func:`agent_console.app.create_app`.
+"""
