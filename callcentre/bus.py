@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -20,22 +19,22 @@ Handler = Callable[[Any], None]
 
 class EventBus:
     def __init__(self) -> None:
-        self._handlers: dict[type, list[Handler]] = defaultdict(list)
+        self._handlers: list[tuple[type, Handler]] = []
         self._lock = threading.Lock()
         self.errors: int = 0
 
     def subscribe(self, event_type: type[E], handler: Callable[[E], None]) -> None:
         with self._lock:
-            self._handlers[event_type].append(handler)
+            self._handlers.append((event_type, handler))
 
     def unsubscribe(self, event_type: type[E], handler: Callable[[E], None]) -> None:
         with self._lock:
-            if handler in self._handlers[event_type]:
-                self._handlers[event_type].remove(handler)
+            if (event_type, handler) in self._handlers:
+                self._handlers.remove((event_type, handler))
 
     def publish(self, event: object) -> None:
         with self._lock:
-            handlers = [h for t, hs in self._handlers.items() if isinstance(event, t) for h in hs]
+            handlers = [h for t, h in self._handlers if isinstance(event, t)]
         for handler in handlers:
             try:
                 handler(event)

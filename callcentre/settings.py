@@ -101,6 +101,14 @@ class AsteriskSettings:
     ami_secret: str = field(default="", metadata=SECRET)
     agi_host: str = "127.0.0.1"
     agi_port: int = 4573
+    ping_interval: float = 2.0
+    """Seconds between AMI keepalive ``Ping``s; a missing ``Pong`` reconnects."""
+    sounds_prefix: str = "callcentre"
+    """Where the prompt WAVs sit under Asterisk's sounds directory (``STREAM FILE callcentre/<id>``)."""
+    monitor_dir: str = "/var/spool/asterisk/monitor/callcentre"
+    """Directory on the Asterisk host where ``MixMonitor`` writes call recordings."""
+    context_prefix: str = "callcentre"
+    """Dialplan contexts ``<prefix>-in``, ``-hold``, ``-agent``, ``-transfer`` (``callcentre asterisk config``)."""
 
 
 @dataclass(frozen=True)

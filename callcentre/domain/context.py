@@ -49,12 +49,12 @@ class CallContext:
         """Add a new fact. Asking again for something already collected is a defect: refuse it."""
         if item.key in self:
             raise AlreadyCollected(self.call_id, item.key, item.step)
-        return CallContext(self.call_id, self.items + (item,))
+        return CallContext(self.call_id, (*self.items, item))
 
     def replacing(self, item: ContextItem) -> CallContext:
         """Update a derived fact (e.g. ``required_skills`` after a menu), never one the caller typed."""
         kept = tuple(i for i in self.items if i.key != item.key)
-        return CallContext(self.call_id, kept + (item,))
+        return CallContext(self.call_id, (*kept, item))
 
     def as_dict(self) -> dict[str, str]:
         return {i.key: i.value for i in self.items}

@@ -95,6 +95,15 @@ class CallTransferred(Event):
 
 
 @dataclass(frozen=True)
+class CallbackRequested(Event):
+    """The caller asked to be called back (IVR menu or queue offer); ``keep_place`` if from the queue."""
+
+    number: str
+    queue: str
+    keep_place: bool = False
+
+
+@dataclass(frozen=True)
 class CallEnded(Event):
     outcome: str
     at_step: str = ""

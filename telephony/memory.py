@@ -1,0 +1,148 @@
+"""In-process telephony backend: no network, no audio.
+
+It implements the same interface as the SIP, Asterisk and Twilio backends, so the IVR engine,
+router and console run unchanged in unit tests, the simulator and ``callcentre demo``. Test code
+plays the caller (``place_call``, ``press``, ``speak``, ``silence``, ``caller_hangs_up``) and the
+agent's phone (``agent_answers``, ``agent_rejects``); everything the platform asked of the backend
+is kept in ``performed`` and ``commands`` for inspection.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from callcentre.bus import EventBus
+from callcentre.domain.events import (
+    AgentAnswered,
+    AgentNoAnswer,
+    CallArrived,
+    CallHungUp,
+    DigitsReceived,
+    InputTimedOut,
+    SpeechHeard,
+)
+from callcentre.domain.ids import new_call_id
+from ivr.actions import TERMINAL_ACTIONS, Action, Gather, Hangup, Prompt
+from telephony.base import AgentEndpoint
+
+
+@dataclass
+class MemoryCall:
+    call_id: str
+    caller_id: str
+    dialled: str
+    heard: list[Prompt] = field(default_factory=list)
+    """Every prompt played to the caller, in order."""
+    waiting_for_input: Gather | None = None
+    ringing_agent: AgentEndpoint | None = None
+    connected_agent: int | None = None
+    on_hold: bool = False
+    ended: bool = False
+
+
+class MemoryBackend:
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.bus: EventBus | None = None
+        self.calls: dict[str, MemoryCall] = {}
+        self.performed: dict[str, list[Action]] = {}
+        self.commands: list[tuple[str, str, object]] = []
+        self._lock = threading.Lock()
+
+    # -- TelephonyBackend ---------------------------------------------------------------------
+
+    def start(self, bus: EventBus) -> None:
+        self.bus = bus
+
+    def stop(self) -> None:
+        for call_id, call in list(self.calls.items()):
+            if not call.ended:
+                self.hangup(call_id)
+
+    def perform(self, call_id: str, action: Action) -> None:
+        call = self.calls[call_id]
+        with self._lock:
+            self.performed.setdefault(call_id, []).append(action)
+            call.heard.extend(action.prompts)
+            call.waiting_for_input = action if isinstance(action, Gather) else None
+        if isinstance(action, Hangup):
+            self._end(call_id, by="platform")
+        elif isinstance(action, TERMINAL_ACTIONS) and not isinstance(action, Hangup):
+            self.commands.append(("ivr_done", call_id, type(action).__name__))
+
+    def connect_agent(self, call_id: str, agent: AgentEndpoint, ring_seconds: float) -> None:
+        self.commands.append(("connect_agent", call_id, agent))
+        self.calls[call_id].ringing_agent = agent
+
+    def hold(self, call_id: str, on: bool) -> None:
+        self.commands.append(("hold", call_id, on))
+        self.calls[call_id].on_hold = on
+
+    def hangup(self, call_id: str) -> None:
+        self.commands.append(("hangup", call_id, None))
+        self._end(call_id, by="platform")
+
+    # -- the caller's side (tests, simulation, demo) -------------------------------------------
+
+    def place_call(self, caller_id: str, dialled: str = "1000") -> str:
+        call_id = new_call_id()
+        self.calls[call_id] = MemoryCall(call_id, caller_id, dialled)
+        self._publish(CallArrived(call_id, caller_id=caller_id, dialled=dialled, backend=self.name,
+                                  backend_ref=call_id))
+        return call_id
+
+    def press(self, call_id: str, digits: str) -> None:
+        self._publish(DigitsReceived(call_id, digits=digits))
+
+    def speak(self, call_id: str, text: str, confidence: float = 0.9) -> None:
+        self._publish(SpeechHeard(call_id, text=text, confidence=confidence))
+
+    def silence(self, call_id: str) -> None:
+        self._publish(InputTimedOut(call_id))
+
+    def caller_hangs_up(self, call_id: str) -> None:
+        self._end(call_id, by="caller")
+
+    # -- the agent's phone ----------------------------------------------------------------------
+
+    def agent_answers(self, call_id: str) -> None:
+        call = self.calls[call_id]
+        if call.ringing_agent is None:
+            raise ValueError(f"call {call_id}: no agent is ringing")
+        agent_id = call.ringing_agent.agent_id
+        call.ringing_agent, call.connected_agent = None, agent_id
+        self._publish(AgentAnswered(call_id, agent_id=agent_id))
+
+    def agent_rejects(self, call_id: str) -> None:
+        call = self.calls[call_id]
+        if call.ringing_agent is None:
+            raise ValueError(f"call {call_id}: no agent is ringing")
+        agent_id = call.ringing_agent.agent_id
+        call.ringing_agent = None
+        self._publish(AgentNoAnswer(call_id, agent_id=agent_id))
+
+    def agent_hangs_up(self, call_id: str) -> None:
+        self._end(call_id, by="agent")
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def last_action(self, call_id: str) -> Action:
+        return self.performed[call_id][-1]
+
+    def heard_ids(self, call_id: str) -> list[str]:
+        return [p.id for p in self.calls[call_id].heard]
+
+    def _end(self, call_id: str, by: str) -> None:
+        call = self.calls.get(call_id)
+        if call is None or call.ended:
+            return
+        call.ended = True
+        call.waiting_for_input = None
+        self._publish(CallHungUp(call_id, by=by))
+
+    def _publish(self, event: object) -> None:
+        if self.bus is None:
+            raise RuntimeError("MemoryBackend.start(bus) must be called before calls are placed")
+        self.bus.publish(event)
