@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Executable, func, select, update
+from sqlalchemy import Boolean, CursorResult, Executable, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from callcentre.db.models import Agent, AgentOfferStreak, Call, CallSegment, QueueEntry, Reservation
@@ -93,9 +93,10 @@ def owner_tag() -> str:
     return f"{socket.gethostname()[:40]}:{os.getpid()}"
 
 
-def _rows(session: Session, statement: Executable) -> int:
+def _rows(session: Session, statement: Executable, params: dict[str, Any] | None = None) -> int:
     result = cast(
-        CursorResult[Any], session.execute(statement, execution_options={"synchronize_session": False})
+        CursorResult[Any],
+        session.execute(statement, params, execution_options={"synchronize_session": False}),
     )
     return int(result.rowcount)
 
@@ -203,6 +204,59 @@ def request_callback(session: Session, call_id: str, number: str, *, now: dateti
 # --- offering -------------------------------------------------------------------------------------
 
 
+# Built once: reserve() is the hot path (hundreds per second across processes), and prebuilt
+# statements with bound parameters skip SQLAlchemy's per-call construction and hit its compile cache.
+_entries = QueueEntry.__table__
+_agents = Agent.__table__
+_calls = Call.__table__
+_reservations = Reservation.__table__
+
+_TAKE_CALL = (
+    update(_entries)
+    .where(_entries.c.call_id == bindparam("c"), _entries.c.status == "waiting")
+    .values(
+        status="offered",
+        offers=_entries.c.offers + 1,
+        callback_attempts=_entries.c.callback_attempts + case((_entries.c.callback_number.is_not(None), 1), else_=0),
+        updated_at=bindparam("now"),
+    )
+    .returning(_entries.c.callback_number)
+)
+_UNTAKE_CALL = (
+    update(_entries)
+    .where(_entries.c.call_id == bindparam("c"), _entries.c.status == "offered")
+    .values(
+        status="waiting",
+        offers=_entries.c.offers - 1,
+        callback_attempts=_entries.c.callback_attempts - case((_entries.c.callback_number.is_not(None), 1), else_=0),
+    )
+)
+_TAKE_AGENT = (
+    update(_agents)
+    .where(
+        _agents.c.id == bindparam("a"),
+        _agents.c.state == AgentState.AVAILABLE.value,
+        _agents.c.active.is_(True),
+    )
+    .values(state=AgentState.RINGING.value, state_since=bindparam("now"), state_reason="")
+)
+_INSERT_RESERVATION = insert(_reservations).returning(_reservations.c.id)
+_MARK_CALL_OFFERED = (
+    update(_calls)
+    .where(_calls.c.id == bindparam("c"))
+    .values(
+        route_why=bindparam("why", type_=_calls.c.route_why.type),
+        state=case(
+            (
+                _calls.c.state.in_(_LIVE_CALL_STATES) & bindparam("live", type_=Boolean),
+                CallState.OFFERING.value,
+            ),
+            else_=_calls.c.state,
+        ),
+    )
+)
+
+
 def reserve(
     session: Session,
     call_id: str,
@@ -217,70 +271,33 @@ def reserve(
     another process). Commit right after; on an IntegrityError (the UNIQUE safety net) roll back."""
     # Call first, then agent: every process takes row locks in this order, so two of them never
     # wait on each other in a cycle.
-    if (
-        _rows(
-            session,
-            update(QueueEntry)
-            .where(
-                QueueEntry.call_id == call_id,
-                QueueEntry.status == "waiting",
-            )
-            .values(status="offered", offers=QueueEntry.offers + 1, updated_at=now),
-        )
-        != 1
-    ):
+    taken = session.execute(_TAKE_CALL, {"c": call_id, "now": now}).all()
+    if len(taken) != 1:
         return None
-    if (
-        _rows(
-            session,
-            update(Agent)
-            .where(
-                Agent.id == agent_id,
-                Agent.state == AgentState.AVAILABLE.value,
-                Agent.active.is_(True),
-            )
-            .values(state=AgentState.RINGING.value, state_since=now, state_reason=""),
-        )
-        != 1
-    ):
-        _rows(
-            session,
-            update(QueueEntry)
-            .where(
-                QueueEntry.call_id == call_id,
-                QueueEntry.status == "offered",
-            )
-            .values(status="waiting", offers=QueueEntry.offers - 1),
-        )
+    if _rows(session, _TAKE_AGENT, {"a": agent_id, "now": now}) != 1:
+        _rows(session, _UNTAKE_CALL, {"c": call_id})
         return None
-    entry = session.scalars(select(QueueEntry).where(QueueEntry.call_id == call_id)).one()
-    callback_number = entry.callback_number
-    if callback_number is not None:
-        entry.callback_attempts += 1
+    callback_number: str | None = taken[0][0]
     expires_at = now + timedelta(seconds=policy.ring_seconds)
-    reservation = Reservation(
-        call_id=call_id,
-        agent_id=agent_id,
-        status="active",
-        active_agent_id=agent_id,
-        active_call_id=call_id,
-        created_at=now,
-        expires_at=expires_at,
-        why=why or {},
-        owner=owner[:64],
-        callback=callback_number is not None,
-    )
-    session.add(reservation)
-    _rows(session, update(Call).where(Call.id == call_id).values(route_why=why or {}))
-    if callback_number is None:
-        _rows(
-            session,
-            update(Call)
-            .where(Call.id == call_id, Call.state.in_(_LIVE_CALL_STATES))
-            .values(state=CallState.OFFERING.value),
-        )
-    session.flush()
-    return Offer(reservation.id, call_id, agent_id, expires_at, callback_number)
+    reservation_id = session.execute(
+        _INSERT_RESERVATION,
+        {
+            "call_id": call_id,
+            "agent_id": agent_id,
+            "status": "active",
+            "active_agent_id": agent_id,
+            "active_call_id": call_id,
+            "created_at": now,
+            "expires_at": expires_at,
+            "end_reason": "",
+            "callback": callback_number is not None,
+            "why": why or {},
+            "owner": owner[:64],
+        },
+    ).scalar_one()
+    # A callback's caller hung up long ago (call ended): only the explanation is recorded.
+    _rows(session, _MARK_CALL_OFFERED, {"c": call_id, "why": why or {}, "live": callback_number is None})
+    return Offer(int(reservation_id), call_id, agent_id, expires_at, callback_number)
 
 
 def active_reservation(session: Session, call_id: str) -> Reservation | None:
@@ -297,9 +314,7 @@ def _end(session: Session, call_id: str, agent_id: int, status: str, reason: str
                 Reservation.agent_id == agent_id,
                 Reservation.status == "active",
             )
-            .values(
-                status=status, end_reason=reason, ended_at=now, active_agent_id=None, active_call_id=None
-            ),
+            .values(status=status, end_reason=reason, ended_at=now, active_agent_id=None, active_call_id=None),
         )
         == 1
     )
@@ -393,23 +408,16 @@ def missed(
         == 0
     ):
         # One live reservation per agent means no other process can be inserting this row now.
-        session.add(
-            AgentOfferStreak(agent_id=agent_id, consecutive_misses=1, total_misses=1, last_miss_at=now)
-        )
+        session.add(AgentOfferStreak(agent_id=agent_id, consecutive_misses=1, total_misses=1, last_miss_at=now))
         session.flush()
     streak = int(
-        session.scalar(
-            select(AgentOfferStreak.consecutive_misses).where(AgentOfferStreak.agent_id == agent_id)
-        )
-        or 0
+        session.scalar(select(AgentOfferStreak.consecutive_misses).where(AgentOfferStreak.agent_id == agent_id)) or 0
     )
     if streak >= policy.max_consecutive_misses:
         state = AgentState.NOT_READY
         _rows(
             session,
-            update(AgentOfferStreak)
-            .where(AgentOfferStreak.agent_id == agent_id)
-            .values(consecutive_misses=0),
+            update(AgentOfferStreak).where(AgentOfferStreak.agent_id == agent_id).values(consecutive_misses=0),
         )
         values: dict[str, Any] = {"state": state.value, "state_reason": NOT_READY_REASON, "state_since": now}
     else:
@@ -422,9 +430,7 @@ def missed(
     return Miss(call_id, agent_id, reason, streak, state)
 
 
-def expire_overdue(
-    session: Session, *, now: datetime, policy: ReservationPolicy, limit: int = 100
-) -> list[Miss]:
+def expire_overdue(session: Session, *, now: datetime, policy: ReservationPolicy, limit: int = 100) -> list[Miss]:
     """Treat every reservation past ``expires_at`` as missed (``reason='timeout'``). Safe to run in
     every router process at once: each expired reservation is handled by exactly one of them."""
     overdue = session.execute(
@@ -441,14 +447,10 @@ def expire_overdue(
     return out
 
 
-def cancel_call(
-    session: Session, call_id: str, *, now: datetime, reason: str = "caller_hung_up"
-) -> Cancelled:
+def cancel_call(session: Session, call_id: str, *, now: datetime, reason: str = "caller_hung_up") -> Cancelled:
     """The caller left. A ringing agent is released (their miss streak is untouched: not their fault).
     The queue entry is abandoned, unless the caller had chosen a callback: then it keeps its place."""
-    reservation = session.scalars(
-        select(Reservation).where(Reservation.active_call_id == call_id)
-    ).one_or_none()
+    reservation = session.scalars(select(Reservation).where(Reservation.active_call_id == call_id)).one_or_none()
     agent_id: int | None = None
     entry = session.scalars(select(QueueEntry).where(QueueEntry.call_id == call_id)).one_or_none()
     keep = entry is not None and entry.callback_number is not None
@@ -479,15 +481,11 @@ def cancel_call(
 
 def finish(session: Session, call_id: str, *, now: datetime) -> None:
     """The call is over for routing purposes (completed after an agent, or its callback is done)."""
-    _rows(
-        session, update(QueueEntry).where(QueueEntry.call_id == call_id).values(status="done", updated_at=now)
-    )
+    _rows(session, update(QueueEntry).where(QueueEntry.call_id == call_id).values(status="done", updated_at=now))
 
 
 def consecutive_misses(session: Session, agent_id: int) -> int:
-    value = session.scalar(
-        select(AgentOfferStreak.consecutive_misses).where(AgentOfferStreak.agent_id == agent_id)
-    )
+    value = session.scalar(select(AgentOfferStreak.consecutive_misses).where(AgentOfferStreak.agent_id == agent_id))
     return int(value or 0)
 
 

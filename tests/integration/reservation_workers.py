@@ -65,9 +65,7 @@ def naive_reserve(session: Session, call_id: str, agent_id: int, now: datetime) 
     """The BASELINE: read the states, then write. Between the read and the write another process can
     do the same, so one agent can get two calls. Kept only to show the real check matters."""
     agent_state = session.execute(text("SELECT state FROM agents WHERE id = :a"), {"a": agent_id}).scalar()
-    entry_status = session.execute(
-        text("SELECT status FROM queue_entries WHERE call_id = :c"), {"c": call_id}
-    ).scalar()
+    entry_status = session.execute(text("SELECT status FROM queue_entries WHERE call_id = :c"), {"c": call_id}).scalar()
     if agent_state != AgentState.AVAILABLE.value or entry_status != "waiting":
         return False
     session.execute(update(Agent).where(Agent.id == agent_id).values(state=AgentState.RINGING.value))
@@ -78,10 +76,19 @@ def naive_reserve(session: Session, call_id: str, agent_id: int, now: datetime) 
 
 
 def race(
-    url: str, barrier: Any, mode: str, seed_value: int, max_seconds: float, cycle: bool, max_reservations: int
+    url: str,
+    barrier: Any,
+    mode: str,
+    seed_value: int,
+    max_seconds: float,
+    cycle: bool,
+    max_reservations: int,
+    batch: int = 20,
 ) -> WorkerResult:
-    """Reserve random (call, agent) pairs until nothing is left, the time is up, or (``cycle``) this
-    process has completed ``max_reservations`` full offer → answer → agent free again cycles."""
+    """Behave like a router process: read a snapshot of waiting calls and available agents, pair up to
+    ``batch`` of them at random, reserve each pair in its own transaction; with ``cycle`` the agent
+    then answers and becomes free again. Stops when nothing is left, time is up, or it has won
+    ``max_reservations``."""
     rng = random.Random(seed_value)
     engine = make_engine(url)
     factory = make_session_factory(engine)
@@ -99,38 +106,38 @@ def race(
                     time.sleep(0.001)
                     continue
                 break
-            call_id, agent_id = rng.choice(calls), rng.choice(agents)
-            attempts += 1
-            now = datetime.now(UTC)
-            try:
-                with factory() as session:
-                    if mode == "naive":
-                        won = naive_reserve(session, call_id, agent_id, now)
-                    else:
-                        won = (
-                            reservations.reserve(
-                                session, call_id, agent_id, now=now, policy=POLICY, owner="race"
+            rng.shuffle(calls)
+            rng.shuffle(agents)
+            for call_id, agent_id in list(zip(calls, agents))[:batch]:
+                attempts += 1
+                now = datetime.now(UTC)
+                try:
+                    with factory() as session:
+                        if mode == "naive":
+                            won = naive_reserve(session, call_id, agent_id, now)
+                        else:
+                            won = (
+                                reservations.reserve(session, call_id, agent_id, now=now, policy=POLICY, owner="race")
+                                is not None
                             )
-                            is not None
+                        session.commit()
+                except Exception:  # a lost race on the naive path may hit a lock; counted, not hidden
+                    errors += 1
+                    continue
+                if not won:
+                    conflicts += 1
+                    continue
+                offers.append((call_id, agent_id))
+                if cycle:
+                    with factory() as session:
+                        now = datetime.now(UTC)
+                        segment = reservations.answered(session, call_id, agent_id, now=now)
+                        assert segment is not None
+                        reservations.finish(session, call_id, now=now)
+                        session.execute(
+                            update(Agent).where(Agent.id == agent_id).values(state=AgentState.AVAILABLE.value)
                         )
-                    session.commit()
-            except Exception:  # a lost race on the naive path may hit a lock; counted, not hidden
-                errors += 1
-                continue
-            if not won:
-                conflicts += 1
-                continue
-            offers.append((call_id, agent_id))
-            if cycle:
-                with factory() as session:
-                    now = datetime.now(UTC)
-                    segment = reservations.answered(session, call_id, agent_id, now=now)
-                    assert segment is not None
-                    reservations.finish(session, call_id, now=now)
-                    session.execute(
-                        update(Agent).where(Agent.id == agent_id).values(state=AgentState.AVAILABLE.value)
-                    )
-                    session.commit()
+                        session.commit()
     finally:
         engine.dispose()
     return WorkerResult(offers, attempts, conflicts, errors, time.perf_counter() - start)
