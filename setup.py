@@ -9,6 +9,7 @@ PACKAGES = [
     "callcentre.db.migrations.versions",
     "callcentre.domain",
     "telephony",
+    "telephony.pyvoip_patches",
     "ivr",
     "routing",
     "routing.simulation",
