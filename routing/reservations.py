@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Boolean, CursorResult, Executable, bindparam, case, func, insert, select, update
+from sqlalchemy import Boolean, CursorResult, Executable, Table, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from callcentre.db.models import Agent, AgentOfferStreak, Call, CallSegment, QueueEntry, Reservation
@@ -206,10 +206,10 @@ def request_callback(session: Session, call_id: str, number: str, *, now: dateti
 
 # Built once: reserve() is the hot path (hundreds per second across processes), and prebuilt
 # statements with bound parameters skip SQLAlchemy's per-call construction and hit its compile cache.
-_entries = QueueEntry.__table__
-_agents = Agent.__table__
-_calls = Call.__table__
-_reservations = Reservation.__table__
+_entries = cast(Table, QueueEntry.__table__)
+_agents = cast(Table, Agent.__table__)
+_calls = cast(Table, Call.__table__)
+_reservations = cast(Table, Reservation.__table__)
 
 _TAKE_CALL = (
     update(_entries)
