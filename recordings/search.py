@@ -194,7 +194,7 @@ def _search_sqlite(session: Session, words: list[str], filters: SearchFilters, l
         LEFT JOIN calls c ON c.id = d.call_id
         LEFT JOIN customers cu ON d.kind = 'customer_note' AND cu.id = CAST(d.ref AS INTEGER)
         WHERE search_fts MATCH :match AND {where}
-        ORDER BY c.arrived_at IS NULL, c.arrived_at DESC, d.rank
+        ORDER BY c.arrived_at IS NULL, c.arrived_at DESC, d.kind, d.rank
         LIMIT :limit"""
     return [_hit(row) for row in session.execute(text(sql), params)]
 
@@ -223,6 +223,6 @@ def _search_postgresql(session: Session, words: list[str], filters: SearchFilter
         LEFT JOIN calls c ON c.id = d.call_id
         LEFT JOIN customers cu ON d.kind = 'customer_note' AND CAST(cu.id AS TEXT) = d.ref
         WHERE to_tsvector('simple', d.body) @@ to_tsquery('simple', :q) AND {where}
-        ORDER BY c.arrived_at DESC NULLS LAST
+        ORDER BY c.arrived_at DESC NULLS LAST, d.kind, d.ref
         LIMIT :limit"""
     return [_hit(row) for row in session.execute(text(sql), params)]

@@ -76,3 +76,61 @@ def korean_speech(path: Path, text: str, *, pad: float = 0.3, speed: int = 140, 
     subprocess.run(command, check=True, timeout=60)
     raw.unlink()
     return path
+
+
+def search_scenario(session: Session) -> dict[str, CallRows]:
+    """Three calls with transcripts and notes; returns the ids the search checks refer to."""
+    from datetime import timedelta
+
+    from callcentre.db.models import Transcript
+
+    now = utcnow()
+    billing = make_call(session, reason="billing", note="환불 처리 완료", suffix="1001",
+                        arrived_at=now - timedelta(days=10))
+    tech = make_call(session, reason="technical", note="모뎀 재부팅 안내", suffix="1002",
+                     arrived_at=now - timedelta(days=1))
+    other = make_call(session, reason="billing", note="", suffix="1003", arrived_at=now)
+    session.add_all([
+        Transcript(call_id=billing.call.id,
+                   text="caller: 지난달 요금이 너무 많이 나왔어요\nagent: 확인해 보겠습니다"),
+        Transcript(call_id=tech.call.id, text="caller: 인터넷이 자꾸 끊어져요 요금도 궁금해요"),
+        Transcript(call_id=other.call.id, text="caller: 주소 변경 하려고요"),
+    ])
+    tech.customer.notes = "VIP 고객 요금제 변경 희망"
+    session.flush()
+    return {"billing": billing, "tech": tech, "other": other}
+
+
+def check_search(session: Session, rows: dict[str, CallRows]) -> None:
+    """The same expectations on every database engine."""
+    from datetime import timedelta
+
+    from recordings.search import SearchFilters, search
+
+    billing, tech, other = rows["billing"], rows["tech"], rows["other"]
+    hits = search(session, "요금")  # prefix: 요금이, 요금도, 요금제
+    assert [(h.kind, h.call_id) for h in hits] == [
+        ("transcript", tech.call.id),
+        ("transcript", billing.call.id),
+        ("customer_note", None),
+    ]
+    assert hits[2].customer_id == tech.customer.id
+    assert "[요금" in hits[0].snippet
+    by_reason = search(session, "요금", SearchFilters(reason="billing"))
+    assert {h.call_id for h in by_reason} == {billing.call.id}
+    by_customer = search(session, "요금", SearchFilters(customer_id=tech.customer.id))
+    assert [h.kind for h in by_customer] == ["transcript", "customer_note"]
+    by_agent = search(session, "요금", SearchFilters(agent_id=billing.agent.id))
+    assert [h.call_id for h in by_agent] == [billing.call.id]
+    recent = search(session, "요금", SearchFilters(since=utcnow() - timedelta(days=5), kinds=("transcript",)))
+    assert [h.call_id for h in recent] == [tech.call.id]
+    assert [h.call_id for h in search(session, "환불")] == [billing.call.id]
+    assert search(session, "요금 인터넷")[0].call_id == tech.call.id
+    assert search(session, "없는단어") == []
+    # FTS syntax in user input is inert, never an error or an injection.
+    for hostile in ('"', "요금 OR", "NEAR(", "'; DROP TABLE calls; --", "*", ""):
+        search(session, hostile)
+    # Notes are kept current: a wrap-up note written later is found.
+    other.call.wrap_up_note = "주소 변경 완료"
+    session.flush()
+    assert [h.kind for h in search(session, "주소")] == ["call_note", "transcript"]
