@@ -104,7 +104,8 @@ class ConsoleActions:
 
     # -- what this backend can do --------------------------------------------------------------
     def capabilities(self) -> dict[str, dict[str, Any]]:
-        name = getattr(self.backend, "name", "none") if self.backend is not None else "none"
+        name = getattr(self.backend, "name", "telephony")
+        who = f"the {name} backend" if self.backend is not None else "without a telephony backend the console"
         caps: dict[str, dict[str, Any]] = {}
 
         def cap(feature: str, ok: bool, why: str) -> None:
@@ -118,19 +119,19 @@ class ConsoleActions:
         cap(
             "mute",
             self.backend is not None and hasattr(self.backend, "mute"),
-            f"the {name} backend cannot mute the agent leg; use your phone's mute",
+            f"{who} cannot mute the agent leg; use your phone's mute",
         )
         cap(
             "dtmf",
             self.backend is not None and hasattr(self.backend, "send_dtmf"),
-            f"the {name} backend cannot send keypad tones; use your phone's keypad",
+            f"{who} cannot send keypad tones; use your phone's keypad",
         )
         modes = set(getattr(self.backend, "supervision_modes", ()) or ())
         for mode in SUPERVISION_MODES:
             cap(
                 mode,
                 mode in modes and hasattr(self.backend, "supervise"),
-                f"the {name} backend cannot bridge a supervisor into a call ({mode})",
+                f"{who} cannot bridge a supervisor into a call ({mode})",
             )
         return caps
 

@@ -105,8 +105,11 @@
     chart($("chart-sl"), shown, [{ key: "service_level", kind: "line" }], 1);
   }
 
-  let pending = null;
-  function soon() { if (!pending) pending = setTimeout(() => { pending = null; loadSnapshot(); }, 250); }
+  let pending = null, pendingCharts = null;
+  function soon() {
+    if (!pending) pending = setTimeout(() => { pending = null; loadSnapshot(); }, 250);
+    if (!pendingCharts) pendingCharts = setTimeout(() => { pendingCharts = null; loadIntraday(); }, 2000);
+  }
   CC.live({ hello: soon, agent: soon, calls: soon }, $("live-status"));
   loadSnapshot(); loadIntraday();
   setInterval(loadSnapshot, 5000);
