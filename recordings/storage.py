@@ -29,7 +29,7 @@ from callcentre.db.models import Recording
 with warnings.catch_warnings():
     # audioop is deprecated in 3.11 and gone in 3.13, where setup.py installs audioop-lts instead.
     warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
+    import audioop as audioop  # re-exported for the other recordings modules
 
 SAMPLE_RATE = 8000
 SAMPLE_WIDTH = 2
