@@ -14,6 +14,7 @@ PACKAGES = [
     "routing",
     "routing.simulation",
     "agent_console",
+    "agent_console.services",
     "recordings",
 ]
 

@@ -69,7 +69,7 @@ class Platform:
     settings: Settings
     bus: EventBus
     engine: Engine
-    sessions: sessionmaker[Session]
+    session_factory: sessionmaker[Session]
     backend: TelephonyBackend
     flow: Flow
     ivr: IvrService

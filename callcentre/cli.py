@@ -113,21 +113,18 @@ def serve(ctx: Ctx, http: str | None, sip: str | None, database: str | None, bac
 
 
 def _serve_console(platform: Any, stopping: threading.Event) -> None:
-    from waitress.server import create_server
-
     from agent_console.app import create_app
+    from agent_console.serving import serve_in_thread
 
     settings = platform.settings
-    app = create_app(settings, platform=platform)
-    server = create_server(app, host=settings.http.host, port=settings.http.port, threads=16)
-    click.echo(f"callcentre: console on http://{settings.http.host}:{settings.http.port}/")
-    thread = threading.Thread(target=server.run, name="console", daemon=True)
-    thread.start()
+    running = serve_in_thread(create_app(settings, platform=platform), settings.http.host, settings.http.port,
+                              quiet=False)
+    click.echo(f"callcentre: console on {running.url}/")
     try:
         while not stopping.wait(0.5):
             pass
     finally:
-        server.close()
+        running.stop()
 
 
 # -- config ------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def backend(platform: Platform) -> MemoryBackend:
 
 
 def saved(platform: Platform, call_id: str) -> tuple[Call, dict[str, CallContextItem]]:
-    with platform.sessions() as session:
+    with platform.session_factory() as session:
         call = session.get(Call, call_id)
         assert call is not None
         items = {i.key: i for i in session.scalars(select(CallContextItem).where(CallContextItem.call_id == call_id))}
@@ -56,7 +56,7 @@ def test_known_caller_id(platform: Platform, events: list[object]) -> None:
     assert call.state == "queued" and call.queued_at is not None
     assert call.reason == "technical" and call.required_skills == [["technical", 2]]
     assert call.customer_id is not None and not call.unidentified
-    with platform.sessions() as session:
+    with platform.session_factory() as session:
         assert session.get(Queue, call.queue_id).name == "technical"  # type: ignore[union-attr]
     assert items["customer_id"].verified and items["identified_by"].value == "caller_id"
     assert items["caller_id"].value == phone and items["reason"].step == "main_menu"
@@ -102,7 +102,7 @@ def test_silence_reprompts_then_fallback(platform: Platform) -> None:
     mem.silence(call_id)
     call, items = saved(platform, call_id)
     assert call.state == "queued" and call.reason == "" and call.required_skills == [["general", 1]]
-    with platform.sessions() as session:
+    with platform.session_factory() as session:
         assert session.get(Queue, call.queue_id).name == "general"  # type: ignore[union-attr]
     assert items["ivr_fallback_from"].value == "main_menu"
     assert items["customer_id"].verified  # identified by caller ID before the menu failed
