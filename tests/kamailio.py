@@ -159,9 +159,7 @@ def start_kamailio(workdir: Path, *, default_expires: int = 60, timeout: float =
         port = free_udp_port()
         cfg = workdir / f"kamailio-{port}.cfg"
         cfg.write_text(
-            _CFG.format(
-                port=port, rundir=workdir, modules=MODULES_DIR, default_expires=default_expires, debug=debug
-            )
+            _CFG.format(port=port, rundir=workdir, modules=MODULES_DIR, default_expires=default_expires, debug=debug)
         )
         log_path = workdir / f"kamailio-{port}.log"
         with log_path.open("wb") as log_file:

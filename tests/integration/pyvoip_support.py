@@ -139,14 +139,15 @@ class RawSipPeer:
         extra_headers: str = "",
     ) -> Dialogue:
         call_id = call_id or f"{uuid.uuid4().hex}@127.0.0.1"
-        dialogue = Dialogue(self, call_id, f"{uuid.uuid4().hex[:8]}", f"z9hG4bK{uuid.uuid4().hex[:16]}", user,
-                            host_port)
+        dialogue = Dialogue(
+            self, call_id, f"{uuid.uuid4().hex[:8]}", f"z9hG4bK{uuid.uuid4().hex[:16]}", user, host_port
+        )
         body = sdp if sdp is not None else sdp_offer(rtp_port)
         dialogue.invite_text = (
             f"INVITE {dialogue.request_uri} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch={dialogue.branch};rport\r\n"
             "Max-Forwards: 70\r\n"
-            f"From: \"Caller\" <sip:5551234@127.0.0.1:{self.port}>;tag={dialogue.from_tag}\r\n"
+            f'From: "Caller" <sip:5551234@127.0.0.1:{self.port}>;tag={dialogue.from_tag}\r\n'
             f"To: <{dialogue.request_uri}>\r\n"
             f"Call-ID: {call_id}\r\n"
             "CSeq: 1 INVITE\r\n"
@@ -196,7 +197,7 @@ class Dialogue:
             f"CANCEL {self.request_uri} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP 127.0.0.1:{self.peer.port};branch={self.branch};rport\r\n"
             "Max-Forwards: 70\r\n"
-            f"From: \"Caller\" <sip:5551234@127.0.0.1:{self.peer.port}>;tag={self.from_tag}\r\n"
+            f'From: "Caller" <sip:5551234@127.0.0.1:{self.peer.port}>;tag={self.from_tag}\r\n'
             f"To: <{self.request_uri}>\r\n"
             f"Call-ID: {self.call_id}\r\n"
             "CSeq: 1 CANCEL\r\n"
@@ -213,7 +214,7 @@ class Dialogue:
             f"Via: SIP/2.0/UDP 127.0.0.1:{self.peer.port};branch={branch};rport\r\n"
             f"{routes if response.status < 300 else ''}"
             "Max-Forwards: 70\r\n"
-            f"From: \"Caller\" <sip:5551234@127.0.0.1:{self.peer.port}>;tag={self.from_tag}\r\n"
+            f'From: "Caller" <sip:5551234@127.0.0.1:{self.peer.port}>;tag={self.from_tag}\r\n'
             f"To: {response.header('to')}\r\n"
             f"Call-ID: {self.call_id}\r\n"
             "CSeq: 1 ACK\r\n"
@@ -239,13 +240,23 @@ def rtp_range() -> tuple[int, int]:
 
 
 @contextmanager
-def hardened_phone(handler: Callable[[Any], None] | None, *, kamailio: Kamailio | None = None,
-                   username: str = "1000", **kwargs: Any) -> Iterator[patches.HardenedVoIPPhone]:
+def hardened_phone(
+    handler: Callable[[Any], None] | None, *, kamailio: Kamailio | None = None, username: str = "1000", **kwargs: Any
+) -> Iterator[patches.HardenedVoIPPhone]:
     low, high = rtp_range()
     server = kamailio.address if kamailio is not None else ("127.0.0.1", 5060)
     phone = patches.HardenedVoIPPhone(
-        server[0], server[1], username, "", myIP="127.0.0.1", callCallback=handler, sipPort=0,
-        rtpPortLow=low, rtpPortHigh=high, register=kamailio is not None, **kwargs,
+        server[0],
+        server[1],
+        username,
+        "",
+        myIP="127.0.0.1",
+        callCallback=handler,
+        sipPort=0,
+        rtpPortLow=low,
+        rtpPortHigh=high,
+        register=kamailio is not None,
+        **kwargs,
     )
     phone.start()
     try:
@@ -255,12 +266,22 @@ def hardened_phone(handler: Callable[[Any], None] | None, *, kamailio: Kamailio 
 
 
 @contextmanager
-def stock_phone(handler: Callable[[Any], None] | None, kamailio: Kamailio, *, username: str = "1000",
-                expires: int | None = None) -> Iterator[Any]:
+def stock_phone(
+    handler: Callable[[Any], None] | None, kamailio: Kamailio, *, username: str = "1000", expires: int | None = None
+) -> Iterator[Any]:
     """Stock pyVoIP 1.6.8 VoIPPhone registered to kamailio (stock needs a registrar to run at all)."""
     low, high = rtp_range()
-    phone = VoIPPhone(kamailio.host, kamailio.port, username, "", myIP="127.0.0.1", callCallback=handler,
-                      sipPort=free_udp_port(), rtpPortLow=low, rtpPortHigh=high)
+    phone = VoIPPhone(
+        kamailio.host,
+        kamailio.port,
+        username,
+        "",
+        myIP="127.0.0.1",
+        callCallback=handler,
+        sipPort=free_udp_port(),
+        rtpPortLow=low,
+        rtpPortHigh=high,
+    )
     phone.sip.register_timeout = 3
     if expires is not None:
         phone.sip.default_expires = expires

@@ -49,8 +49,10 @@ def test_stock_answers_no_sooner_than_one_second(kamailio: Kamailio) -> None:
 def test_hardened_answers_at_once(kamailio: Kamailio, through_kamailio: bool) -> None:
     calls: list[Any] = []
     latencies = []
-    with hardened_phone(answering_handler(calls, hold=0.2),
-                        kamailio=kamailio if through_kamailio else None) as phone, raw_peer() as peer:
+    with (
+        hardened_phone(answering_handler(calls, hold=0.2), kamailio=kamailio if through_kamailio else None) as phone,
+        raw_peer() as peer,
+    ):
         target = kamailio.address if through_kamailio else ("127.0.0.1", phone.sip_port)
         for n in range(5):
             dialogue = peer.invite("1000", target, rtp_port=40020 + 2 * n)
@@ -70,8 +72,9 @@ def test_stock_sends_responses_to_the_registrar_not_the_caller(kamailio: Kamaili
     with stock_phone(answering_handler(calls), kamailio) as phone, raw_peer() as peer:
         dialogue = peer.invite("1000", ("127.0.0.1", phone.sip.myPort), rtp_port=40030)
         time.sleep(2.5)  # past the stock 1 s answer timer
-        from_phone = peer.all(lambda r: r.header("call-id") == dialogue.call_id
-                              and r.source == ("127.0.0.1", phone.sip.myPort))
+        from_phone = peer.all(
+            lambda r: r.header("call-id") == dialogue.call_id and r.source == ("127.0.0.1", phone.sip.myPort)
+        )
         assert from_phone == []
         assert calls, "the stock phone did take the call; only its answers went astray"
 
@@ -123,8 +126,14 @@ def test_stock_cancel_gets_no_487_and_the_call_is_answered(kamailio: Kamailio) -
 def test_hardened_cancel_gets_487_and_is_not_answered(kamailio: Kamailio, through_kamailio: bool) -> None:
     calls: list[Any] = []
     cancelled = threading.Event()
-    with hardened_phone(slow_answering_handler(calls, 0.5), kamailio=kamailio if through_kamailio else None,
-                        on_cancelled=lambda call: cancelled.set()) as phone, raw_peer() as peer:
+    with (
+        hardened_phone(
+            slow_answering_handler(calls, 0.5),
+            kamailio=kamailio if through_kamailio else None,
+            on_cancelled=lambda call: cancelled.set(),
+        ) as phone,
+        raw_peer() as peer,
+    ):
         target = kamailio.address if through_kamailio else ("127.0.0.1", phone.sip_port)
         dialogue = peer.invite("1000", target, rtp_port=40042)
         assert dialogue.response(180) is not None
