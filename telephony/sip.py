@@ -46,7 +46,7 @@ from callcentre.domain.events import (
     InputTimedOut,
 )
 from callcentre.domain.ids import new_call_id
-from callcentre.settings import SipSettings
+from callcentre.settings import Settings, SipSettings
 from ivr.actions import Action, Enqueue, Gather, Hangup, RequestCallback, Transfer
 from telephony.audio import ClipCache, EncodedClip, encode, split_frames, tone_linear16
 from telephony.base import AgentEndpoint
@@ -1072,3 +1072,10 @@ def _pyvoip_safe(msg: RawSip) -> bytes:
     """Re-serialise headers the way pyVoIP's parser expects (``Name: value``, no body)."""
     lines = [msg.start_line] + [f"{n}: {v}" for n, v in msg.headers if n.lower() != "content-type"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def build_sip_backend(settings: Settings) -> SipBackend:
+    """Factory used by ``callcentre.bootstrap`` (``callcentre serve --backend sip``)."""
+    from callcentre.bootstrap import prompts_dir
+
+    return SipBackend(settings.sip, prompts_dir(settings))
