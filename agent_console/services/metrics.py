@@ -1,7 +1,8 @@
 """The console's one seam to the metric definitions (routing.reports) and staffing (routing.erlang).
 
-It loads the calls of a period from the database and hands them to the shared definitions; it
-defines no metric itself. ``_fallback`` below is used only while ``routing.reports`` is absent.
+It loads the calls of a period from the database, turns them into ``routing.reports.CallOutcome``
+rows and lets ``routing.reports.compute_metrics`` compute SL, ASA, abandonment, transfer rate,
+FCR and CSAT, so a number on the wallboard means what it means in the simulator and the CLI.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from callcentre.db.models import Call, CallSegment, Queue, SurveyResponse
 from routing.erlang import agents_for_service_level
+from routing.reports import CallOutcome, compute_metrics
 
 DEFAULT_AHT_SECONDS = 180.0
 STAFFING_WINDOW = timedelta(minutes=30)
@@ -27,59 +29,66 @@ def _period_calls(db: Session, queue_id: int | None, start: datetime, end: datet
 
 
 def queue_metrics(db: Session, queue: Queue | None, start: datetime, end: datetime) -> dict[str, Any]:
+    """Figures for calls queued in ``[start, end)`` (all queues when ``queue`` is None)."""
     calls = _period_calls(db, queue.id if queue else None, start, end)
-    threshold = queue.sl_target_seconds if queue else 20
-    return _fallback(db, calls, threshold)
-
-
-def _fallback(db: Session, calls: list[Call], threshold: int) -> dict[str, Any]:
-    offered = len(calls)
-    answered = [c for c in calls if c.answered_at is not None and c.queued_at is not None]
-    abandoned = [c for c in calls if c.answered_at is None and c.outcome == "abandoned"]
-    waits = [_wait(c) for c in answered]
-    within = sum(1 for w in waits if w <= threshold)
-    ids = [c.id for c in answered]
-    agents_per_call: dict[str, int] = {}
-    if ids:
-        for call_id, n in db.execute(
-            select(CallSegment.call_id, func.count(func.distinct(CallSegment.agent_id)))
-            .where(CallSegment.call_id.in_(ids), CallSegment.started_at.is_not(None))
-            .group_by(CallSegment.call_id)
-        ).tuples():
-            agents_per_call[call_id] = int(n)
-    transferred = sum(1 for c in answered if agents_per_call.get(c.id, 1) > 1)
-    fcr = sum(
-        1 for c in answered if c.resolved and agents_per_call.get(c.id, 1) <= 1 and not _repeated(db, c)
-    )
-    scores = (
-        [
-            s
-            for (s,) in db.execute(
-                select(SurveyResponse.score).where(
-                    SurveyResponse.call_id.in_([c.id for c in calls]), SurveyResponse.score.is_not(None)
-                )
-            ).all()
-        ]
-        if calls
-        else []
-    )
+    threshold = float(queue.sl_target_seconds) if queue else 20.0
+    m = compute_metrics(outcomes(db, calls), threshold=threshold)
     return {
-        "offered": offered,
-        "answered": len(answered),
-        "abandoned": len(abandoned),
-        "service_level": round(within / offered, 4) if offered else None,
-        "asa_seconds": round(sum(waits) / len(waits), 1) if waits else None,
-        "abandonment": round(len(abandoned) / offered, 4) if offered else None,
-        "transfer_rate": round(transferred / len(answered), 4) if answered else None,
-        "fcr": round(fcr / len(answered), 4) if answered else None,
-        "csat_mean": round(sum(scores) / len(scores), 2) if scores else None,
-        "csat_share_4_5": round(sum(1 for s in scores if s >= 4) / len(scores), 4) if scores else None,
+        "offered": m.offered,
+        "answered": m.answered,
+        "abandoned": m.abandoned,
+        "service_level": _round(m.sl, 4),
+        "asa_seconds": _round(m.asa, 1),
+        "abandonment": _round(m.abandonment, 4),
+        "transfer_rate": _round(m.transfer_rate, 4),
+        "fcr": _round(m.fcr, 4),
+        "csat_mean": _round(m.csat_mean, 2),
+        "csat_share_4_5": _round(m.csat_top2, 4),
     }
 
 
-def _wait(call: Call) -> float:
-    assert call.answered_at is not None and call.queued_at is not None
-    return (call.answered_at - call.queued_at).total_seconds()
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def outcomes(db: Session, calls: list[Call]) -> list[CallOutcome]:
+    """The database's calls as ``routing.reports.CallOutcome`` rows (the shared definitions)."""
+    ids = [c.id for c in calls]
+    agents: dict[str, list[str]] = {}
+    surveys: dict[str, SurveyResponse] = {}
+    if ids:
+        for call_id, agent_id in db.execute(
+            select(CallSegment.call_id, CallSegment.agent_id)
+            .where(CallSegment.call_id.in_(ids), CallSegment.started_at.is_not(None))
+            .order_by(CallSegment.id)
+        ).tuples():
+            seen = agents.setdefault(call_id, [])
+            if agent_id is not None and str(agent_id) not in seen:
+                seen.append(str(agent_id))
+        for survey in db.scalars(select(SurveyResponse).where(SurveyResponse.call_id.in_(ids))):
+            surveys[survey.call_id] = survey
+    queue_names = dict(db.execute(select(Queue.id, Queue.name)).tuples().all())
+    out = []
+    for c in calls:
+        assert c.queued_at is not None
+        abandoned = c.answered_at is None and c.ended_at is not None and c.outcome in ("abandoned", "")
+        found = surveys.get(c.id)
+        who = tuple(agents.get(c.id, ()))
+        out.append(
+            CallOutcome(
+                call_id=c.id,
+                queue=queue_names.get(c.queue_id or 0, ""),
+                offered_at=c.queued_at.timestamp(),
+                answered_at=c.answered_at.timestamp() if c.answered_at else None,
+                abandoned_at=c.ended_at.timestamp() if abandoned and c.ended_at else None,
+                agents=who,
+                resolved_first=bool(c.resolved) and len(who) <= 1,
+                repeat_within_7d=_repeated(db, c) if c.resolved else False,
+                survey_offered=found is not None,
+                csat=found.score if found is not None and found.completed else None,
+            )
+        )
+    return out
 
 
 def _repeated(db: Session, call: Call) -> bool:
@@ -128,24 +137,17 @@ def staffing_advice(db: Session, queue: Queue, now: datetime, staffed_agents: in
     }
 
 
-def intraday_intervals(
-    db: Session, start: datetime, end: datetime, minutes: int = 15
-) -> list[dict[str, Any]]:
+def intraday_intervals(db: Session, start: datetime, end: datetime, minutes: int = 15) -> list[dict[str, Any]]:
+    """Offered, answered and SL20 per interval (all queues), each from ``compute_metrics``."""
     step = timedelta(minutes=minutes)
-    calls = _period_calls(db, None, start, end)
+    rows = outcomes(db, _period_calls(db, None, start, end))
     out = []
     t = start
     while t < end:
-        chunk = [c for c in calls if c.queued_at is not None and t <= c.queued_at < t + step]
-        answered = [c for c in chunk if c.answered_at is not None]
-        within = len([c for c in answered if _wait(c) <= 20])
+        lo, hi = t.timestamp(), (t + step).timestamp()
+        m = compute_metrics([r for r in rows if lo <= r.offered_at < hi])
         out.append(
-            {
-                "start": t.isoformat(),
-                "offered": len(chunk),
-                "answered": len(answered),
-                "service_level": round(within / len(chunk), 4) if chunk else None,
-            }
+            {"start": t.isoformat(), "offered": m.offered, "answered": m.answered, "service_level": _round(m.sl, 4)}
         )
         t += step
     return out
