@@ -10,6 +10,7 @@ from callcentre.db.models.queues import Disposition, Queue
 from callcentre.db.models.routing import AgentOfferStreak, QueueEntry, Reservation, TransferRecord
 from callcentre.db.models.satisfaction import CallbackTask, SupervisorAlert
 from callcentre.db.models.surveys import SurveyResponse
+from callcentre.db.models.telephony_state import BackendCall, WebhookResponse
 from callcentre.db.models.transcription import TranscriptionJob
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "AgentOfferStreak",
     "AgentSkill",
     "AuditEntry",
+    "BackendCall",
     "Call",
     "CallContextItem",
     "CallSegment",
@@ -35,4 +37,5 @@ __all__ = [
     "Transcript",
     "TranscriptionJob",
     "TransferRecord",
+    "WebhookResponse",
 ]
