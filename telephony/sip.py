@@ -403,7 +403,6 @@ class SipBackend:
         except NoRtpPortError:
             self._reject(msg, addr, 503, "Service Unavailable")
             return
-        media.set_remote(offer.address, offer.port)
         contact = uri_of(msg.get("contact")) or uri_of(msg.get("from"))
         routes = msg.get_all("record-route")
         leg = Leg(
@@ -446,6 +445,8 @@ class SipBackend:
             if call.cancelled or call.answered or call.leg.ended:
                 return
             assert call.leg.media is not None
+            # No early media: RTP starts with the answer.
+            call.leg.media.set_remote(call.offer.address, call.offer.port)
             sdp = build_sdp(random.randint(1, 2**31), self.address[0], call.leg.media.local_port,
                             call.leg.media.payload_type, call.leg.media.event_pt)
             ok = build_response(call.invite, 200, "OK", to_tag=call.leg.local_tag,
