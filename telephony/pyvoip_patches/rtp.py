@@ -17,7 +17,6 @@ Stock 1.6.8 ``RTPClient``:
 
 from __future__ import annotations
 
-import audioop
 import errno
 import logging
 import random
@@ -25,10 +24,15 @@ import socket
 import struct
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from telephony.pyvoip_patches.version import import_pyvoip
+
+with warnings.catch_warnings():  # audioop is deprecated in 3.11-3.12 (audioop-lts on 3.13)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
 
 _voip, _sip, _rtp = import_pyvoip()
 RTPClient = _rtp.RTPClient
