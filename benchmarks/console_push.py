@@ -222,7 +222,6 @@ def run_design(
         if design == "sse":
             assert console.hub.connected() >= len(cookies), console.hub.connected()
         assigned: dict[str, tuple[str, float]] = {}
-        n = 0
         # steady
         gap = 1.0 / steady_rate
         t_next = time.time()
@@ -235,7 +234,6 @@ def run_design(
             simulated_dispatcher_offer(
                 console.session_factory, console.bus, call_id=call_id, agent_id=agent, customer_id=customer
             )
-            n += 1
         time.sleep(1.5)
         # bursts: every agent at once
         for b in range(bursts):
@@ -268,7 +266,7 @@ def summarize(lat: list[float], offered: int, complete: int) -> dict[str, Any]:
     lat.sort()
 
     def pct(p: float) -> float:
-        return round(lat[min(len(lat) - 1, int(round(p / 100 * (len(lat) - 1))))], 1)
+        return round(lat[min(len(lat) - 1, round(p / 100 * (len(lat) - 1)))], 1)
 
     return {
         "offered": offered,
