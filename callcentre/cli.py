@@ -376,6 +376,9 @@ def calls_show(ctx: Ctx, call_id: str, as_json: bool) -> None:
 
 # -- commands contributed by the other packages (one line each) ---------------------------------
 # (keep this block at the end; each area registers its own commands here)
+from telephony.cli import asterisk as _asterisk_commands  # noqa: E402
+
+main.add_command(_asterisk_commands)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -45,7 +45,7 @@ from callcentre.domain.events import (
     InputTimedOut,
 )
 from callcentre.domain.ids import new_call_id
-from callcentre.settings import AsteriskSettings
+from callcentre.settings import AsteriskSettings, Settings
 from ivr.actions import Action, Enqueue, Gather, Hangup, Prompt, RequestCallback, Transfer
 from telephony.ami_link import AmiError, AmiLink
 from telephony.base import AgentEndpoint
@@ -367,10 +367,11 @@ class AsteriskBackend:
             call.in_agi = True
             with contextlib.suppress(AgiHangup):
                 session.set_variable(CALL_ID_VARIABLE, call.call_id)
-            dialled = env.get("agi_dnid", "") if env.get("agi_dnid", "unknown") != "unknown" else ""
+            # The dialplan passes the dialled number as the first AGI argument (see asterisk_config).
+            dialled = env.get("agi_arg_1") or _known_value(env.get("agi_dnid", "")) or env.get("agi_extension", "")
             self._publish(CallArrived(
                 call.call_id, caller_id=_known_value(env.get("agi_callerid", "")),
-                dialled=dialled or env.get("agi_extension", ""), backend=self.name, backend_ref=uid,
+                dialled=dialled, backend=self.name, backend_ref=uid,
             ))
         try:
             while not session.hung_up:
@@ -446,6 +447,11 @@ class AsteriskBackend:
             return first + rest, timed_out
         last = self._sound(gather.prompts[-1]) if gather.prompts else "silence/1"
         return session.get_data(last, timeout_ms, gather.max_digits)
+
+
+def build_asterisk_backend(settings: Settings) -> AsteriskBackend:
+    """Factory used by ``callcentre.bootstrap`` (``--backend asterisk``)."""
+    return AsteriskBackend(settings.asterisk)
 
 
 def _known_value(value: str) -> str:
