@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from telephony.audio import FRAME_SAMPLES, PCMU, EncodedClip, decode, silence, transcode
+from telephony.audio import PCMU, EncodedClip, decode, silence, transcode
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class RtpSession:
         )
         self._marker = False
         self._seq += 1
-        self._ts += FRAME_SAMPLES
+        self._ts += len(payload)  # G.711: one byte per sample (relayed frames may be 30 ms)
         try:
             self.sock.sendto(header + payload, self.remote)
             self.stats.sent += 1

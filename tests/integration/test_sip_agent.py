@@ -1,0 +1,104 @@
+"""Agent legs: the endpoint rings the agent's softphone (a headless baresip) and bridges the audio.
+
+The caller is sipp (IVR by RFC 2833 pcaps, then the shipped G.711 A-law speech pcap); the agent is
+baresip playing a tone. Audio both ways: the caller's RTP sink hears the agent's tone after the
+bridge; the caller's speech is relayed into the agent's leg (our relay counters, and baresip's own
+RTP receive statistics when it prints them).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from callcentre.domain.events import AgentAnswered, AgentNoAnswer, CallArrived, CallHungUp, CallQueued
+from telephony.base import AgentEndpoint
+from tests.baresip import Baresip
+from tests.integration.sip_fixtures import (
+    CALLER_KNOWN,
+    RunningPlatform,
+    calls_show,
+    sip_platform_fixture,  # noqa: F401  (fixture "sip_platform")
+    sip_settings_fixture,  # noqa: F401  (fixture "sip_settings")
+    workdir,
+)
+from tests.sipp import RtpSink, SippRun, render_scenario
+
+pytestmark = [pytest.mark.peer, pytest.mark.slow]
+
+
+def start_caller(running: RunningPlatform, tmp_path: Path) -> tuple[SippRun, RtpSink]:
+    work = workdir(tmp_path, "caller")
+    sink = RtpSink().start()
+    scenario = render_scenario("agent_call.xml", work, digits="2", first_pause_ms=800)
+    run = SippRun(scenario, running.target, work, variables={"sinkport": str(sink.port), "caller": CALLER_KNOWN},
+                  timeout_s=45)
+    return run.start(), sink
+
+
+def test_agent_answers_talks_both_ways_and_hangs_up(sip_platform: RunningPlatform, tmp_path: Path) -> None:
+    with Baresip(workdir(tmp_path, "agent01"), user="agent01") as agent:
+        run, sink = start_caller(sip_platform, tmp_path)
+        try:
+            queued = sip_platform.log.wait_for(CallQueued, timeout=15)
+            call_id = queued.call_id
+            sip_platform.backend.connect_agent(call_id, AgentEndpoint(1, agent.contact), ring_seconds=10)
+            answered = sip_platform.log.wait_for(AgentAnswered, timeout=10)
+            assert answered.call_id == call_id and answered.agent_id == 1
+            agent.wait_event("CALL_ESTABLISHED", timeout=5)
+
+            call = sip_platform.backend.calls[call_id]
+            assert call.agent is not None
+            caller_media, agent_media = call.leg.media, call.agent.leg.media
+            loud_before = sink.loud_frames
+            time.sleep(3.0)
+            # agent → caller: the agent's tone reached the caller's RTP sink through our relay
+            assert agent_media.stats.received_audio > 100 and agent_media.stats.received_loud > 5
+            assert sink.loud_frames - loud_before > 30
+            # caller → agent: the caller's speech pcap was received and relayed into the agent leg
+            assert caller_media.stats.received_loud > 5
+            assert caller_media.stats.relayed > 50
+
+            agent.hangup()
+            hung = sip_platform.log.wait_for(CallHungUp, timeout=10)
+            assert hung.call_id == call_id and hung.by == "agent"
+            assert run.wait(20) == 0, run.errors()  # the platform then ended the caller's leg (BYE)
+        finally:
+            run.stop()
+            sink.stop()
+    shown = calls_show(sip_platform.settings, call_id)
+    assert shown["reason"] == "technical" and shown["context"]
+    assert "segments" in shown
+
+
+def test_agent_not_answering_gives_the_call_back_and_next_agent_gets_it(
+    sip_platform: RunningPlatform, tmp_path: Path
+) -> None:
+    with Baresip(workdir(tmp_path, "agent02"), user="agent02", answermode="manual") as sleepy, \
+         Baresip(workdir(tmp_path, "agent03"), user="agent03") as ready:
+        run, sink = start_caller(sip_platform, tmp_path)
+        try:
+            queued = sip_platform.log.wait_for(CallQueued, timeout=15)
+            call_id = queued.call_id
+            sip_platform.backend.connect_agent(call_id, AgentEndpoint(2, sleepy.contact), ring_seconds=1.5)
+            sleepy.wait_event("CALL_INCOMING", timeout=5)
+            missed = sip_platform.log.wait_for(AgentNoAnswer, timeout=5)
+            assert missed.call_id == call_id and missed.agent_id == 2
+            sleepy.wait_event("CALL_CLOSED", timeout=5)  # we CANCELled the ringing leg
+            assert call_id in sip_platform.backend.calls  # the caller is still there, on hold
+            loud = sink.loud_frames
+            time.sleep(1.0)
+            assert sink.loud_frames > loud  # hold music keeps playing
+
+            sip_platform.backend.connect_agent(call_id, AgentEndpoint(3, ready.contact), ring_seconds=10)
+            answered = sip_platform.log.wait_for(AgentAnswered, timeout=10)
+            assert answered.agent_id == 3
+            sip_platform.backend.hangup(call_id)  # platform-side hang-up ends both legs
+            ready.wait_event("CALL_CLOSED", timeout=5)
+            assert run.wait(20) == 0, run.errors()
+        finally:
+            run.stop()
+            sink.stop()
+    assert not sip_platform.log.of(CallArrived)[1:]  # one call throughout
