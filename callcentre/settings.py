@@ -112,6 +112,29 @@ class AsteriskSettings:
 
 
 @dataclass(frozen=True)
+class WebRtcSettings:
+    """The in-browser softphone: an aiortc answerer per agent console, bridged to the SIP leg."""
+
+    enabled: bool = True
+    interfaces: str = "127.0.0.1"
+    """Comma-separated local addresses our ICE host candidates may use (nothing else is offered)."""
+    allowed_networks: str = "127.0.0.0/8"
+    """Comma-separated networks a browser's ICE candidates must be in; others are dropped from its offer."""
+    stun_servers: str = ""
+    """Comma-separated ``stun:host:port`` URLs; empty (the default) means no STUN server is ever contacted."""
+    turn_url: str = ""
+    """``turn:host:port?transport=udp`` for browsers behind NAT; empty means no TURN relay."""
+    turn_username: str = ""
+    turn_password: str = field(default="", metadata=SECRET)
+    sip_host: str = "127.0.0.1"
+    """Where the WebRTC gateway takes SIP INVITEs for browser agents from the telephony backend."""
+    sip_port: int = 0
+    """0 lets the OS choose a free port (the backend is told the address in-process)."""
+    codec: str = "PCMU"
+    """Preferred browser codec: ``PCMU`` (no transcoding to a G.711 caller) or ``opus`` (resampled)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -121,6 +144,7 @@ class Settings:
     transcription: TranscriptionSettings = field(default_factory=TranscriptionSettings)
     twilio: TwilioSettings = field(default_factory=TwilioSettings)
     asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
+    webrtc: WebRtcSettings = field(default_factory=WebRtcSettings)
 
     def as_dict(self, *, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
