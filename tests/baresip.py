@@ -167,6 +167,15 @@ ctrl_tcp_listen		127.0.0.1:{self.ctrl_port}
                     raise AssertionError(f"baresip {self.user}: no {kind} within {timeout}s; saw {seen}")
                 self._cond.wait(left)
 
+    def wait_registered(self, timeout: float = 10.0) -> None:
+        """Registration usually completes before ctrl_tcp is connected, so read baresip's log too."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.has_event("REGISTER_OK") or "200 OK" in self.log():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"baresip {self.user} did not register: {self.log()[-1500:]}")
+
     def has_event(self, kind: str) -> bool:
         with self._cond:
             return any(e.get("type") == kind for e in self.events)
