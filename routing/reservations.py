@@ -65,6 +65,7 @@ class Offer:
     expires_at: datetime
     callback_number: str | None
     """Set when the caller chose a callback: dial this number instead of bridging a waiting caller."""
+    offered_at: datetime
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,8 @@ def enqueue(
         entry.callback_number = None
         if reason:
             entry.reason = reason
-        if preferred_agent_id is not None:
-            entry.preferred_agent_id = preferred_agent_id
+        # A new wait (e.g. after a transfer) has its own preferred agent or none: the old one was served.
+        entry.preferred_agent_id = preferred_agent_id
     session.flush()
     return entry
 
@@ -297,11 +298,47 @@ def reserve(
     ).scalar_one()
     # A callback's caller hung up long ago (call ended): only the explanation is recorded.
     _rows(session, _MARK_CALL_OFFERED, {"c": call_id, "why": why or {}, "live": callback_number is None})
-    return Offer(int(reservation_id), call_id, agent_id, expires_at, callback_number)
+    return Offer(int(reservation_id), call_id, agent_id, expires_at, callback_number, now)
 
 
 def active_reservation(session: Session, call_id: str) -> Reservation | None:
     return session.scalars(select(Reservation).where(Reservation.active_call_id == call_id)).one_or_none()
+
+
+def _offered_segment(session: Session, call_id: str, agent_id: int) -> CallSegment | None:
+    return session.scalars(
+        select(CallSegment)
+        .where(
+            CallSegment.call_id == call_id,
+            CallSegment.agent_id == agent_id,
+            CallSegment.ended_at.is_(None),
+        )
+        .order_by(CallSegment.id.desc())
+    ).first()
+
+
+def open_offer_segment(session: Session, offer: Offer, *, queue_id: int | None = None) -> CallSegment:
+    """The leg the agent's console shows while their phone rings (started on answer, closed on a miss)."""
+    segment = CallSegment(
+        call_id=offer.call_id, agent_id=offer.agent_id, queue_id=queue_id, offered_at=offer.offered_at
+    )
+    session.add(segment)
+    session.flush()
+    return segment
+
+
+def _close_offer_segment(session: Session, call_id: str, agent_id: int, reason: str, now: datetime) -> None:
+    _rows(
+        session,
+        update(CallSegment)
+        .where(
+            CallSegment.call_id == call_id,
+            CallSegment.agent_id == agent_id,
+            CallSegment.started_at.is_(None),
+            CallSegment.ended_at.is_(None),
+        )
+        .values(ended_at=now, end_reason=reason),
+    )
 
 
 def _end(session: Session, call_id: str, agent_id: int, status: str, reason: str, now: datetime) -> bool:
@@ -356,14 +393,12 @@ def answered(session: Session, call_id: str, agent_id: int, *, now: datetime) ->
             call.state = CallState.CONNECTED.value
         if entry is not None and entry.callback_number is not None:
             call.outcome = "callback"
-    segment = CallSegment(
-        call_id=call_id,
-        agent_id=agent_id,
-        queue_id=queue_id,
-        offered_at=reservation.created_at,
-        started_at=now,
-    )
-    session.add(segment)
+    segment = _offered_segment(session, call_id, agent_id)
+    if segment is None:
+        segment = CallSegment(call_id=call_id, agent_id=agent_id, queue_id=queue_id, offered_at=reservation.created_at)
+        session.add(segment)
+    if segment.started_at is None:  # the console may have started it already
+        segment.started_at = now
     session.flush()
     return segment
 
@@ -382,6 +417,7 @@ def missed(
     None if the reservation was already ended (another process handled the same timeout)."""
     if not _end(session, call_id, agent_id, "missed", reason, now):
         return None
+    _close_offer_segment(session, call_id, agent_id, "no_answer", now)
     _rows(
         session,
         update(QueueEntry)
@@ -460,6 +496,7 @@ def cancel_call(session: Session, call_id: str, *, now: datetime, reason: str = 
         and _end(session, call_id, reservation.agent_id, "cancelled", reason, now)
     ):
         agent_id = reservation.agent_id
+        _close_offer_segment(session, call_id, agent_id, "abandoned", now)
         _rows(
             session,
             update(Agent)

@@ -124,6 +124,7 @@ def _offer_to_agent(
     offer = reservations.reserve(session, call_id, agent_id, now=now, policy=policy, why=why)
     if offer is None:
         raise TransferError(call_id, f"agent {agent_id} is not available")
+    reservations.open_offer_segment(session, offer)
     return offer
 
 

@@ -1,0 +1,675 @@
+"""The dispatcher: router ↔ database reservations ↔ telephony, driven by events on the bus.
+
+Event → work (the pipeline, in one table at :meth:`Dispatcher.subscribe`):
+
+* ``CallQueued``      → overflow / after-hours rules, the call takes its place, first announcement, dispatch
+* ``AgentStateChanged`` (available) → dispatch: the freed agent is offered the best waiting call
+* ``AgentAnswered``   → reservation answered, segment started, agent On call, transfer completed
+* ``AgentNoAnswer``   → the call goes back to its ORIGINAL place; M misses in a row → agent Not Ready
+* ``CallHungUp``      → a waiting caller leaves (unless they chose a callback), a ringing agent is freed
+* ``DigitsReceived``  → the callback key of a queued caller: they hang up and keep their place
+* :meth:`tick` (every second from :meth:`start`'s thread, or by hand in tests): expire reservations
+  whose agent never answered, periodic announcements, dispatch
+
+Dispatch reads waiting calls and available agents, asks the pure :class:`routing.router.Router` for
+decisions, and makes each one a reservation in its own transaction; only a reservation that was won
+rings a phone (``backend.connect_agent``), so several dispatcher processes can share a database.
+``Call.route_why`` gets the decision's explanation. Logs carry call and agent ids only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from callcentre.bus import EventBus
+from callcentre.db.base import utcnow
+from callcentre.db.models import (
+    Agent,
+    AgentSkill,
+    Call,
+    CallContextItem,
+    CallSegment,
+    Queue,
+    QueueEntry,
+    TransferRecord,
+)
+from callcentre.db.models import Reservation as ReservationRow
+from callcentre.db.session import session_scope
+from callcentre.domain.agent_state import AgentState
+from callcentre.domain.call_state import CallState
+from callcentre.domain.context import CallContext, ContextItem
+from callcentre.domain.events import (
+    AgentAnswered,
+    AgentNoAnswer,
+    AgentStateChanged,
+    CallbackRequested,
+    CallEnded,
+    CallHungUp,
+    CallOffered,
+    CallQueued,
+    CallTransferred,
+    DigitsReceived,
+    Event,
+)
+from ivr.actions import Gather, Hangup, Prompt, Transfer
+from routing import queue_experience as qx
+from routing import reservations, transfers
+from routing.router import AgentView, Decision, Router, Task
+from routing.skills import QueuePolicy, RelaxationStep, check_requirements, parse_requirements
+from telephony.base import AgentEndpoint, TelephonyBackend
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CallbackDue(Event):
+    """An agent is reserved for a caller who chose a callback; the platform must dial them now.
+    Published when the backend cannot dial by itself (see :class:`CallbackDialler`)."""
+
+    agent_id: int
+    number: str
+
+
+@runtime_checkable
+class CallbackDialler(Protocol):
+    """Optional backend power: call the customer back and bridge them to the reserved agent,
+    publishing ``AgentAnswered`` / ``AgentNoAnswer`` for ``call_id`` like ``connect_agent`` does."""
+
+    def call_back(self, call_id: str, number: str, agent: AgentEndpoint, ring_seconds: float) -> None: ...
+
+
+@dataclass
+class DispatcherConfig:
+    policy: reservations.ReservationPolicy = field(default_factory=reservations.ReservationPolicy)
+    rules: Mapping[str, qx.QueueRules] = field(default_factory=dict)
+    """Per-queue overflow / after-hours / announcement rules; queues not named get the defaults."""
+    estimates: qx.EstimatePolicy = field(default_factory=qx.EstimatePolicy)
+    tick_seconds: float = 1.0
+    rate_window_seconds: float = 3600.0
+
+
+def _epoch(at: datetime) -> float:
+    return at.timestamp()
+
+
+def policies_from_queues(queues: Iterable[Queue]) -> list[QueuePolicy]:
+    """Router policies from the queues table (``relaxation`` JSON as documented on the model)."""
+    out = []
+    for q in queues:
+        steps = []
+        for raw in q.relaxation or []:
+            if not isinstance(raw, Mapping) or "after_seconds" not in raw:
+                log.warning("queue %s: ignoring malformed relaxation step", q.id)
+                continue
+            steps.append(
+                RelaxationStep(
+                    float(raw["after_seconds"]),
+                    int(raw["min_level"]) if raw.get("min_level") is not None else None,
+                    bool(raw.get("any_skill") or raw.get("any_agent_with_language")),
+                )
+            )
+        try:
+            out.append(QueuePolicy(q.name, tuple(sorted(steps, key=lambda s: s.after_seconds)), q.priority))
+        except ValueError:
+            log.warning("queue %s: invalid relaxation, routing without it", q.id)
+            out.append(QueuePolicy(q.name, (), q.priority))
+    return out
+
+
+def queue_requirements(raw: object) -> tuple[tuple[str, int], ...]:
+    """``queues.required_skills`` (``[{"skill": "billing", "min_level": 2}]``) as router requirements;
+    malformed entries are skipped with a warning rather than stopping the queue."""
+    if isinstance(raw, list) and all(isinstance(x, Mapping) for x in raw):
+        pairs = [[x.get("skill"), x.get("min_level", 1)] for x in raw]
+    else:
+        pairs = raw  # type: ignore[assignment]
+    try:
+        return parse_requirements(pairs)
+    except ValueError:
+        log.warning("ignoring malformed queue skill requirements")
+        return ()
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        bus: EventBus,
+        backend: TelephonyBackend,
+        sessions: sessionmaker[Session],
+        router: Router | None = None,
+        config: DispatcherConfig | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.bus = bus
+        self.backend = backend
+        self.sessions = sessions
+        self.config = config or DispatcherConfig()
+        self.clock = clock
+        self.owner = reservations.owner_tag()
+        if router is None:
+            with sessions() as session:
+                router = Router(policies_from_queues(session.scalars(select(Queue))))
+        self.router = router
+        self.windows: dict[str, qx.RateWindow] = {}
+        self.estimate_errors = qx.EstimateErrors()
+        self._announced: dict[str, datetime] = {}
+        self._callback_offered: set[str] = set()
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- wiring --------------------------------------------------------------------------------------
+
+    def subscribe(self) -> Dispatcher:
+        table: list[tuple[type, Callable[[Any], None]]] = [
+            (CallQueued, self.on_queued),
+            (AgentStateChanged, self.on_agent_state),
+            (AgentAnswered, self.on_answered),
+            (AgentNoAnswer, self.on_no_answer),
+            (CallHungUp, self.on_hung_up),
+            (DigitsReceived, self.on_digits),
+        ]
+        for event_type, handler in table:
+            self.bus.subscribe(event_type, handler)
+        return self
+
+    def start(self) -> None:
+        """Run :meth:`tick` every ``tick_seconds`` in a daemon thread until :meth:`stop`."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="dispatcher-tick", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.config.tick_seconds):
+            try:
+                self.tick()
+            except Exception:  # the loop must survive a bad tick (database hiccup); it is logged
+                log.exception("dispatcher tick failed")
+
+    def rules(self, queue: str) -> qx.QueueRules:
+        return self.config.rules.get(queue) or qx.QueueRules(queue)
+
+    def window(self, queue: str) -> qx.RateWindow:
+        found = self.windows.get(queue)
+        if found is None:
+            found = self.windows[queue] = qx.RateWindow(self.config.rate_window_seconds)
+        return found
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def on_queued(self, event: CallQueued) -> None:
+        now = self.clock()
+        with self._lock:
+            with session_scope(self.sessions) as session:
+                call = session.get(Call, event.call_id)
+                decision = self._entry_decision(session, event.queue, now)
+                if decision.kind == "closed":
+                    closed = self._close_for_hours(session, event, call, decision, now)
+                else:
+                    closed = None
+                    reservations.enqueue(
+                        session,
+                        event.call_id,
+                        decision.queue,
+                        now=now,
+                        required_skills=event.required_skills,
+                        priority=event.priority,
+                        language=event.language,
+                        reason=call.reason if call is not None else "",
+                        customer_id=call.customer_id if call is not None else None,
+                        preferred_agent_id=self._preferred_agent(session, call),
+                    )
+            if closed is not None:
+                self.backend.perform(event.call_id, closed)
+                return
+            if decision.kind == "overflow":
+                log.info("call %s overflowed to %s (%s)", event.call_id, decision.queue, decision.why)
+            self.window(decision.queue).arrival(_epoch(now))
+            self.dispatch()
+            self._announce(now, only=event.call_id)
+
+    def on_agent_state(self, event: AgentStateChanged) -> None:
+        if event.state == AgentState.AVAILABLE.value:
+            self.dispatch()
+
+    def on_answered(self, event: AgentAnswered) -> None:
+        now = self.clock()
+        with self._lock:
+            with session_scope(self.sessions) as session:
+                segment = reservations.answered(session, event.call_id, event.agent_id, now=now)
+                if segment is None:
+                    return
+                record = transfers.on_answered(session, event.call_id, event.agent_id, now=now)
+                entry = session.scalars(select(QueueEntry).where(QueueEntry.call_id == event.call_id)).first()
+                queue, enqueued = (entry.queue, entry.enqueued_at) if entry is not None else (None, None)
+            if queue is not None and enqueued is not None:
+                self.window(queue).left_queue(_epoch(now), (now - enqueued).total_seconds(), abandoned=False)
+            self.estimate_errors.answered(event.call_id, _epoch(now))
+            self._forget(event.call_id)
+            if record is not None and record.kind == "warm":
+                self.backend.hold(event.call_id, False)
+        self.bus.publish(AgentStateChanged(event.agent_id, AgentState.ON_CALL.value, at=now))
+
+    def on_no_answer(self, event: AgentNoAnswer) -> None:
+        self._missed(event.call_id, event.agent_id, "no_answer")
+
+    def on_hung_up(self, event: CallHungUp) -> None:
+        now = self.clock()
+        published: list[object] = []
+        with self._lock:
+            with session_scope(self.sessions) as session:
+                entry = session.scalars(select(QueueEntry).where(QueueEntry.call_id == event.call_id)).first()
+                if entry is None:
+                    return  # never reached a queue: the IVR service owns it
+                was_waiting = entry.status in ("waiting", "offered")
+                cancelled = reservations.cancel_call(session, event.call_id, now=now)
+                queue, enqueued = entry.queue, entry.enqueued_at
+                if cancelled.agent_id is not None:
+                    published.append(AgentStateChanged(cancelled.agent_id, AgentState.AVAILABLE.value, at=now))
+                handled = self._end_connected(session, event, now, published)
+                if was_waiting and not cancelled.kept_for_callback:
+                    call = session.get(Call, event.call_id)
+                    if call is not None and call.state != CallState.ENDED.value:
+                        call.state, call.ended_at, call.outcome = CallState.ENDED.value, now, "abandoned"
+                        published.append(CallEnded(event.call_id, outcome="abandoned", at_step="queue"))
+                elif not was_waiting:
+                    reservations.finish(session, event.call_id, now=now)
+            window = self.window(queue)
+            if was_waiting and not cancelled.kept_for_callback:
+                window.left_queue(_epoch(now), (now - enqueued).total_seconds(), abandoned=True)
+                self.estimate_errors.abandoned(event.call_id)
+            for seconds in handled:
+                window.handled(_epoch(now), seconds)
+            if not cancelled.kept_for_callback:
+                self._forget(event.call_id)
+        for item in published:
+            self.bus.publish(item)
+        self.dispatch()
+
+    def on_digits(self, event: DigitsReceived) -> None:
+        if event.call_id not in self._callback_offered:
+            return
+        now = self.clock()
+        with self._lock:
+            with session_scope(self.sessions) as session:
+                entry = session.scalars(select(QueueEntry).where(QueueEntry.call_id == event.call_id)).first()
+                call = session.get(Call, event.call_id)
+                if entry is None or call is None or self.rules(entry.queue).callback_key not in event.digits:
+                    return
+                if not reservations.request_callback(session, event.call_id, call.caller_id, now=now):
+                    return
+                queue = entry.queue
+                if call.state in (CallState.QUEUED.value, CallState.OFFERING.value):
+                    call.state, call.ended_at, call.outcome = CallState.ENDED.value, now, "callback"
+            self._callback_offered.discard(event.call_id)
+            log.info("call %s chose a callback and keeps its place", event.call_id)
+            self.bus.publish(CallbackRequested(event.call_id, number=call.caller_id, queue=queue, keep_place=True))
+            prompt = Prompt("queue_callback_ok", qx.QUEUE_PROMPTS["queue_callback_ok"])
+            self.backend.perform(event.call_id, Hangup(prompts=(prompt,), reason="callback"))
+
+    # -- periodic work ---------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = self.clock()
+        with self._lock:
+            with session_scope(self.sessions) as session:
+                misses = reservations.expire_overdue(session, now=now, policy=self.config.policy)
+            for miss in misses:
+                log.info("offer of call %s to agent %s timed out", miss.call_id, miss.agent_id)
+                self._after_miss(miss, now)
+            self.dispatch()
+            self._announce(now)
+
+    # -- dispatch --------------------------------------------------------------------------------
+
+    def dispatch(self) -> list[reservations.Offer]:
+        """Offer waiting calls to available agents; returns the offers this process won."""
+        now = self.clock()
+        won: list[tuple[reservations.Offer, Decision, str]] = []
+        with self._lock:
+            with self.sessions() as session:
+                tasks = self._tasks(session, now)
+                agents = self._agents(session) if tasks else []
+                session.rollback()
+            if not tasks or not agents:
+                return []
+            decisions = self.router.assign(tasks, agents, _epoch(now))
+            for decision in decisions:
+                offer, contact = self._reserve(decision, now)
+                if offer is not None:
+                    won.append((offer, decision, contact))
+            for offer, decision, contact in won:
+                self._ring(offer, contact, decision.why.summary())
+        return [offer for offer, _d, _c in won]
+
+    def _reserve(self, decision: Decision, now: datetime) -> tuple[reservations.Offer | None, str]:
+        agent_id = int(decision.agent_id)
+        why = {**decision.why.as_dict(), "summary": decision.why.summary(), "agent_id": agent_id}
+        try:
+            with session_scope(self.sessions) as session:
+                offer = reservations.reserve(
+                    session,
+                    decision.call_id,
+                    agent_id,
+                    now=now,
+                    policy=self.config.policy,
+                    why=why,
+                    owner=self.owner,
+                )
+                if offer is None:
+                    return None, ""
+                call = session.get(Call, decision.call_id)
+                reservations.open_offer_segment(session, offer, queue_id=call.queue_id if call else None)
+                agent = session.get(Agent, agent_id)
+                contact = (agent.sip_contact or agent.softphone) if agent is not None else ""
+            return offer, contact or "browser"
+        except Exception:  # another process won a race the UNIQUE net caught, or a deadlock: retry later
+            log.warning("reservation of call %s for agent %s failed; will retry", decision.call_id, agent_id)
+            return None, ""
+
+    def _ring(self, offer: reservations.Offer, contact: str, why: str) -> None:
+        endpoint = AgentEndpoint(offer.agent_id, contact)
+        self.bus.publish(AgentStateChanged(offer.agent_id, AgentState.RINGING.value, at=offer.offered_at))
+        self.bus.publish(CallOffered(offer.call_id, offer.agent_id, why=why))
+        ring = self.config.policy.ring_seconds
+        if offer.callback_number is None:
+            self.backend.connect_agent(offer.call_id, endpoint, ring)
+        elif isinstance(self.backend, CallbackDialler):
+            self.backend.call_back(offer.call_id, offer.callback_number, endpoint, ring)
+        else:
+            self.bus.publish(CallbackDue(offer.call_id, agent_id=offer.agent_id, number=offer.callback_number))
+
+    def _tasks(self, session: Session, now: datetime) -> list[Task]:
+        entries = reservations.waiting_entries(session)
+        if not entries:
+            return []
+        missed_by: dict[str, set[str]] = {}
+        for call_id, agent_id in session.execute(
+            select(ReservationRow.call_id, ReservationRow.agent_id).where(
+                ReservationRow.call_id.in_([e.call_id for e in entries]), ReservationRow.status == "missed"
+            )
+        ):
+            missed_by.setdefault(call_id, set()).add(str(agent_id))
+        for call_id, from_agent in session.execute(
+            select(TransferRecord.call_id, TransferRecord.from_agent_id).where(
+                TransferRecord.call_id.in_([e.call_id for e in entries]), TransferRecord.from_agent_id.is_not(None)
+            )
+        ):
+            missed_by.setdefault(call_id, set()).add(str(from_agent))  # who passed it on should not get it back
+        tasks = []
+        for e in entries:
+            try:
+                required = parse_requirements(e.required_skills or [])
+            except ValueError:
+                log.warning("call %s: malformed skill requirements, routing without them", e.call_id)
+                required = ()
+            tasks.append(
+                Task(
+                    call_id=e.call_id,
+                    queue=e.queue,
+                    required_skills=required,
+                    priority=e.priority,
+                    language=e.language,
+                    arrived_at=_epoch(e.enqueued_at),
+                    reason=e.reason,
+                    customer_id=str(e.customer_id) if e.customer_id is not None else None,
+                    preferred_agent_id=str(e.preferred_agent_id) if e.preferred_agent_id is not None else None,
+                    excluded_agents=frozenset(missed_by.get(e.call_id, ())),
+                )
+            )
+        return tasks
+
+    def _agents(self, session: Session, states: tuple[str, ...] = (AgentState.AVAILABLE.value,)) -> list[AgentView]:
+        rows = session.scalars(
+            select(Agent)
+            .where(Agent.state.in_(states), Agent.active.is_(True))
+            .options(selectinload(Agent.skills).selectinload(AgentSkill.skill))
+        )
+        return [
+            AgentView(
+                agent_id=str(a.id),
+                skills={s.skill.name: s.proficiency for s in a.skills},
+                languages=frozenset(x.strip() for x in a.languages.split(",") if x.strip()),
+                state=AgentState(a.state),
+                idle_since=_epoch(a.state_since),
+            )
+            for a in rows
+        ]
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _missed(self, call_id: str, agent_id: int, reason: str) -> None:
+        now = self.clock()
+        with self._lock:
+            with session_scope(self.sessions) as session:
+                miss = reservations.missed(
+                    session, call_id, agent_id, now=now, policy=self.config.policy, reason=reason
+                )
+            if miss is None:
+                return
+            self._after_miss(miss, now)
+            self.dispatch()
+
+    def _after_miss(self, miss: reservations.Miss, now: datetime) -> None:
+        reason = reservations.NOT_READY_REASON if miss.agent_state is AgentState.NOT_READY else ""
+        if miss.agent_state is AgentState.NOT_READY:
+            log.info("agent %s set not ready after %s missed offers", miss.agent_id, miss.consecutive_misses)
+        self.bus.publish(AgentStateChanged(miss.agent_id, miss.agent_state.value, reason, at=now))
+
+    def _end_connected(
+        self, session: Session, event: CallHungUp, now: datetime, published: list[object]
+    ) -> list[float]:
+        """Close the legs of an answered call (unless the console already did); agents go to wrap-up."""
+        handled = []
+        for seg in session.scalars(
+            select(CallSegment).where(
+                CallSegment.call_id == event.call_id,
+                CallSegment.ended_at.is_(None),
+                CallSegment.started_at.is_not(None),
+            )
+        ):
+            assert seg.started_at is not None
+            seg.ended_at, seg.end_reason = now, f"{event.by}_hung_up"
+            handled.append((now - seg.started_at).total_seconds())
+            agent = session.get(Agent, seg.agent_id) if seg.agent_id is not None else None
+            if agent is not None and agent.state == AgentState.ON_CALL.value:
+                agent.state, agent.state_since, agent.state_reason = AgentState.WRAP_UP.value, now, ""
+                published.append(AgentStateChanged(agent.id, AgentState.WRAP_UP.value, at=now))
+        if handled:
+            call = session.get(Call, event.call_id)
+            if call is not None and call.state != CallState.ENDED.value:
+                call.state, call.ended_at = CallState.ENDED.value, now
+                published.append(CallEnded(event.call_id, outcome=call.outcome or "completed"))
+        return handled
+
+    def _entry_decision(self, session: Session, queue: str, now: datetime) -> qx.EntryDecision:
+        rules = self.config.rules.get(queue)
+        if rules is None:
+            return qx.EntryDecision("accept", queue, "no rules")
+        waiting = len(reservations.waiting_entries(session, queue))
+        staffed = self._staffed(session, queue)
+        expected = qx.expected_wait_on_arrival(staffed, self.window(queue).rates(_epoch(now)))
+        return qx.decide_entry(rules, now=now, waiting=waiting, staffed_agents=staffed, expected_wait=expected)
+
+    def _close_for_hours(
+        self, session: Session, event: CallQueued, call: Call | None, decision: qx.EntryDecision, now: datetime
+    ) -> Hangup:
+        """After hours: keep a callback place for opening time if the caller has a number, else say closed."""
+        number = call.caller_id if call is not None else ""
+        if decision.after_hours == "callback" and number:
+            reservations.enqueue(
+                session,
+                event.call_id,
+                event.queue,
+                now=now,
+                required_skills=event.required_skills,
+                priority=event.priority,
+                language=event.language,
+            )
+            reservations.request_callback(session, event.call_id, number, now=now)
+            if call is not None:
+                call.state, call.ended_at, call.outcome = CallState.ENDED.value, now, "callback"
+            return Hangup(
+                prompts=(Prompt("queue_callback_ok", qx.QUEUE_PROMPTS["queue_callback_ok"]),), reason="callback"
+            )
+        if call is not None:
+            call.state, call.ended_at, call.outcome = CallState.ENDED.value, now, "closed"
+        return Hangup(prompts=(Prompt("queue_closed", qx.QUEUE_PROMPTS["queue_closed"]),), reason="closed")
+
+    def _staffed(self, session: Session, queue: str) -> int:
+        """Logged-in, ready agents who meet the queue's hard requirements (busy ones included)."""
+        q = session.scalars(select(Queue).where(Queue.name == queue)).first()
+        required = queue_requirements(q.required_skills if q is not None else [])
+        working = (
+            AgentState.AVAILABLE.value,
+            AgentState.RINGING.value,
+            AgentState.ON_CALL.value,
+            AgentState.WRAP_UP.value,
+        )
+        return sum(1 for a in self._agents(session, working) if check_requirements(a.skills, required, None) > 0)
+
+    def _preferred_agent(self, session: Session, call: Call | None) -> int | None:
+        """The agent who last served this customer for the same reason (the router waits briefly for them)."""
+        if call is None or call.customer_id is None:
+            return None
+        return session.scalar(
+            select(CallSegment.agent_id)
+            .join(Call, Call.id == CallSegment.call_id)
+            .where(
+                Call.customer_id == call.customer_id,
+                Call.id != call.id,
+                Call.reason == call.reason,
+                CallSegment.started_at.is_not(None),
+            )
+            .order_by(CallSegment.started_at.desc())
+            .limit(1)
+        )
+
+    def _announce(self, now: datetime, only: str | None = None) -> None:
+        """Position (always), wait (when reliable) and the callback offer, every ``announce_every`` s."""
+        plans: list[tuple[str, qx.Announcement, float]] = []
+        with self.sessions() as session:
+            entries = [e for e in reservations.waiting_entries(session) if e.callback_number is None]
+            if only is not None:
+                entries = [e for e in entries if e.call_id == only]
+            staffed_by_queue: dict[str, int] = {}
+            for entry in entries:
+                rules = self.rules(entry.queue)
+                if not qx.due(self._announced.get(entry.call_id), now, rules.announce_every):
+                    continue
+                position = reservations.position(session, entry.call_id)
+                if not position:
+                    continue
+                call = session.get(Call, entry.call_id)
+                if entry.queue not in staffed_by_queue:
+                    staffed_by_queue[entry.queue] = self._staffed(session, entry.queue)
+                staffed = staffed_by_queue[entry.queue]
+                estimate = qx.estimate_wait(
+                    position, staffed, self.window(entry.queue).rates(_epoch(now)), self.config.estimates
+                )
+                said = qx.announcement(
+                    position, estimate, rules, callback_allowed=bool(call is not None and call.caller_id)
+                )
+                self.estimate_errors.predicted(entry.call_id, _epoch(now), estimate)
+                self._announced[entry.call_id] = now
+                plans.append((entry.call_id, said, rules.announce_every))
+            session.rollback()
+        for call_id, said, every in plans:
+            prompts = tuple(Prompt(pid, text) for pid, text in zip(said.prompt_ids, said.texts))
+            if said.offers_callback:
+                self._callback_offered.add(call_id)
+            # A Gather while queued = play over the hold music and listen for one key.
+            self.backend.perform(
+                call_id, Gather(prompts=prompts, max_digits=1, min_digits=1, timeout_seconds=min(every, 10.0))
+            )
+
+    def _forget(self, call_id: str) -> None:
+        self._announced.pop(call_id, None)
+        self._callback_offered.discard(call_id)
+
+    # -- transfers (what the console's transfer button calls) --------------------------------------
+
+    def transfer(self, request: transfers.TransferRequest) -> TransferRecord:
+        """Start a transfer: the database side in one transaction, then the phones. A refused transfer
+        raises :class:`routing.transfers.TransferError` and changes nothing."""
+        now = self.clock()
+        with self._lock:
+            with session_scope(self.sessions) as session:
+                record, offer = transfers.start(session, request, now=now, policy=self.config.policy)
+                contact = ""
+                if offer is not None:
+                    agent = session.get(Agent, offer.agent_id)
+                    contact = (agent.sip_contact or agent.softphone) if agent is not None else ""
+                context = self._context(session, request.call_id) if record.target_type == "number" else None
+            self.bus.publish(
+                CallTransferred(
+                    request.call_id,
+                    request.from_agent_id,
+                    record.kind,
+                    f"{record.target_type}:{record.target}",
+                    record.reason,
+                    record.note,
+                )
+            )
+            if record.kind == "warm":
+                self.backend.hold(request.call_id, True)
+            if offer is not None:
+                self._ring(offer, contact or "browser", f"{record.kind} transfer: {record.reason}")
+            elif context is not None:
+                self.backend.perform(request.call_id, Transfer(number=record.target, context=context))
+            elif record.target_type == "queue":
+                self.dispatch()
+        return record
+
+    def complete_warm(self, transfer_id: int) -> None:
+        with self._lock, session_scope(self.sessions) as session:
+            record = transfers.complete_warm(session, transfer_id, now=self.clock())
+            call_id = record.call_id
+        self.backend.hold(call_id, False)
+
+    def return_warm(self, transfer_id: int) -> None:
+        with self._lock, session_scope(self.sessions) as session:
+            record = transfers.return_warm(session, transfer_id, now=self.clock())
+            call_id = record.call_id
+        self.backend.hold(call_id, False)
+
+    @staticmethod
+    def _context(session: Session, call_id: str) -> CallContext:
+        items = session.scalars(
+            select(CallContextItem).where(CallContextItem.call_id == call_id).order_by(CallContextItem.id)
+        )
+        return CallContext(
+            call_id, tuple(ContextItem(i.key, i.value, i.step, i.verified, i.sensitive, i.collected_at) for i in items)
+        )
+
+
+def wait_estimate_summary(dispatcher: Dispatcher) -> dict[str, Any]:
+    """How good the announced waits were (for the wallboard / metrics)."""
+    return {
+        "reliable": dispatcher.estimate_errors.summary(True),
+        "not_announced": dispatcher.estimate_errors.summary(False),
+        "windows": {
+            q: {
+                k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+                for k, v in vars(w.rates(_epoch(dispatcher.clock()))).items()
+            }
+            for q, w in dispatcher.windows.items()
+        },
+    }
