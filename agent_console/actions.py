@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from callcentre.bus import EventBus
 from callcentre.db.base import utcnow
-from callcentre.db.models import Agent, Call, CallSegment, Disposition, Queue
+from callcentre.db.models import Agent, Call, CallSegment, Disposition, Queue, Reservation, TransferRecord
 from callcentre.db.session import session_scope
 from callcentre.domain.agent_state import AgentState
 from callcentre.domain.call_state import TRANSITIONS, CallState
@@ -94,15 +94,45 @@ def _move_call(call: Call, target: CallState) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class CurrentCall:
+    """What the console shows for an agent who is not free."""
+
+    call_id: str
+    started: bool
+    """The agent answered (their leg is or was connected)."""
+    ended: bool
+    """Their leg is over (hung up or handed on); wrap-up is due."""
+    consulting_transfer_id: int | None = None
+    """A warm transfer this agent started that waits for them to complete or return it."""
+
+
 class ConsoleActions:
-    def __init__(self, session_factory: sessionmaker[Session], bus: EventBus, backend: Any = None) -> None:
+    """Console buttons → platform.
+
+    With a ``dispatcher`` (the platform's ``routing.dispatcher.Dispatcher``) the console leaves the
+    call bookkeeping to it: answering and hanging up go to the telephony backend, whose events the
+    dispatcher turns into reservations, segments and agent states; transfers go to
+    ``dispatcher.transfer``. Without one (a console on its own, or tests that play the dispatcher),
+    the console keeps the same rows itself.
+    """
+
+    def __init__(
+        self, session_factory: sessionmaker[Session], bus: EventBus, backend: Any = None, dispatcher: Any = None
+    ) -> None:
         self.session_factory = session_factory
         self.bus = bus
         self.backend = backend
+        self.dispatcher = dispatcher
         self.muted: dict[tuple[str, int], bool] = {}
         self._lock = threading.Lock()
+        if dispatcher is None:
+            bus.subscribe(CallHungUp, lambda event: self.caller_hung_up(event.call_id))
 
     # -- what this backend can do --------------------------------------------------------------
+    def _answers_remotely(self) -> bool:
+        return any(hasattr(self.backend, name) for name in ("answer_agent", "agent_answers"))
+
     def capabilities(self) -> dict[str, dict[str, Any]]:
         name = getattr(self.backend, "name", "telephony")
         who = f"the {name} backend" if self.backend is not None else "without a telephony backend the console"
@@ -112,10 +142,9 @@ class ConsoleActions:
             caps[feature] = {"enabled": ok, "reason": "" if ok else why}
 
         cap(
-            "hold",
-            self.backend is not None and hasattr(self.backend, "hold"),
-            "no telephony backend is attached",
+            "answer", self.backend is None or self._answers_remotely(), f"{who} rings your phone: answer the call there"
         )
+        cap("hold", self.backend is not None and hasattr(self.backend, "hold"), "no telephony backend is attached")
         cap(
             "mute",
             self.backend is not None and hasattr(self.backend, "mute"),
@@ -136,24 +165,27 @@ class ConsoleActions:
         return caps
 
     # -- helpers -------------------------------------------------------------------------------
-    def _set_agent_state(
-        self, db: Session, agent: Agent, state: AgentState, reason: str = ""
-    ) -> AgentStateChanged:
+    def _set_agent_state(self, db: Session, agent: Agent, state: AgentState, reason: str = "") -> AgentStateChanged:
         agent.state = state.value
         agent.state_reason = reason
         agent.state_since = utcnow()
         return AgentStateChanged(agent.id, state.value, reason, at=agent.state_since)
 
-    def _open_segment(self, db: Session, call_id: str, agent_id: int) -> CallSegment:
-        seg = db.scalar(
+    def _leg(self, db: Session, call_id: str, agent_id: int) -> CallSegment | None:
+        return db.scalar(
             select(CallSegment)
-            .where(
-                CallSegment.call_id == call_id,
-                CallSegment.agent_id == agent_id,
-                CallSegment.ended_at.is_(None),
-            )
+            .where(CallSegment.call_id == call_id, CallSegment.agent_id == agent_id, CallSegment.ended_at.is_(None))
             .order_by(CallSegment.id.desc())
         )
+
+    def _reserved(self, db: Session, call_id: str, agent_id: int, *, active: bool = True) -> bool:
+        stmt = select(Reservation.id).where(Reservation.call_id == call_id, Reservation.agent_id == agent_id)
+        if active:
+            stmt = stmt.where(Reservation.status == "active")
+        return db.scalar(stmt.limit(1)) is not None
+
+    def _open_segment(self, db: Session, call_id: str, agent_id: int) -> CallSegment:
+        seg = self._leg(db, call_id, agent_id)
         if seg is None:
             raise ActionError(403, "this call is not yours")
         return seg
@@ -169,15 +201,11 @@ class ConsoleActions:
             self.bus.publish(event)
 
     def may_view_call(self, db: Session, agent_id: int, call_id: str) -> bool:
-        """An agent sees a call they were offered (any segment); supervisors are checked by role."""
-        return (
-            db.scalar(
-                select(CallSegment.id)
-                .where(CallSegment.call_id == call_id, CallSegment.agent_id == agent_id)
-                .limit(1)
-            )
-            is not None
+        """An agent sees a call they were offered (a leg or a reservation); supervisors by role."""
+        has_leg = db.scalar(
+            select(CallSegment.id).where(CallSegment.call_id == call_id, CallSegment.agent_id == agent_id).limit(1)
         )
+        return has_leg is not None or self._reserved(db, call_id, agent_id, active=False)
 
     # -- agent state ---------------------------------------------------------------------------
     def set_state(self, agent_id: int, state: str, reason: str = "") -> dict[str, Any]:
@@ -194,14 +222,12 @@ class ConsoleActions:
                 raise ActionError(409, "finish the call first")
             if agent.state == AgentState.WRAP_UP.value and self.current_call(db, agent_id) is not None:
                 raise ActionError(409, "submit the wrap-up first")
-            event = self._set_agent_state(
-                db, agent, AgentState(state), reason if state == "not_ready" else ""
-            )
+            event = self._set_agent_state(db, agent, AgentState(state), reason if state == "not_ready" else "")
         self._publish([event])
         return {"state": event.state, "reason": event.reason, "since": event.at.isoformat()}
 
-    def current_call(self, db: Session, agent_id: int) -> CallSegment | None:
-        """The leg the agent is ringing on, talking on or wrapping up; None when free.
+    def current_call(self, db: Session, agent_id: int) -> CurrentCall | None:
+        """The call the agent is ringing on, talking on or wrapping up; None when free.
 
         Derived from the agent's state, so submitting the wrap-up (state → available) is what
         releases the call from the console.
@@ -209,41 +235,68 @@ class ConsoleActions:
         agent = db.get(Agent, agent_id)
         if agent is None or agent.state not in BUSY_STATES:
             return None
-        return db.scalar(
-            select(CallSegment)
-            .where(CallSegment.agent_id == agent_id)
-            .order_by(CallSegment.id.desc())
-            .limit(1)
+        seg = db.scalar(
+            select(CallSegment).where(CallSegment.agent_id == agent_id).order_by(CallSegment.id.desc()).limit(1)
         )
+        if agent.state == AgentState.RINGING.value and (seg is None or seg.ended_at is not None):
+            # Offered by a dispatcher that opens the leg only on answer: the reservation names the call.
+            call_id = db.scalar(select(Reservation.call_id).where(Reservation.active_agent_id == agent_id))
+            return CurrentCall(call_id, False, False) if call_id else None
+        if seg is None:
+            return None
+        consulting = db.scalar(
+            select(TransferRecord.id).where(
+                TransferRecord.call_id == seg.call_id,
+                TransferRecord.from_agent_id == agent_id,
+                TransferRecord.status == "consulting",
+            )
+        )
+        return CurrentCall(seg.call_id, seg.started_at is not None, seg.ended_at is not None, consulting)
 
     # -- call controls -------------------------------------------------------------------------
+    def _backend_answer(self, call_id: str, agent_id: int) -> bool:
+        """Ask the backend to answer the agent's leg; True if it did (it then publishes AgentAnswered)."""
+        if hasattr(self.backend, "answer_agent"):
+            self.backend.answer_agent(call_id, agent_id)
+            return True
+        if hasattr(self.backend, "agent_answers"):
+            try:
+                self.backend.agent_answers(call_id)
+            except ValueError as exc:
+                raise ActionError(409, "the call is no longer ringing for you") from exc
+            return True
+        return False
+
     def answer(self, agent_id: int, call_id: str) -> None:
         events: list[object] = []
         with session_scope(self.session_factory) as db:
             call = self._call(db, call_id)
-            seg = self._open_segment(db, call_id, agent_id)
-            if seg.started_at is not None:
+            seg = self._leg(db, call_id, agent_id)
+            if seg is None and not self._reserved(db, call_id, agent_id):
+                raise ActionError(403, "this call is not offered to you")
+            if seg is not None and seg.started_at is not None:
                 return
-            if not _move_call(call, CallState.CONNECTED):
-                raise ActionError(409, f"the call is {call.state}; it cannot be answered now")
-            now = utcnow()
-            seg.started_at = now
-            if call.answered_at is None:
-                call.answered_at = now
-            agent = db.get(Agent, agent_id)
-            assert agent is not None
-            events.append(self._set_agent_state(db, agent, AgentState.ON_CALL))
-            events.extend(self._complete_warm_transfer(db, call_id, agent_id))
-        answer_leg = getattr(self.backend, "answer_agent", None)
-        if callable(answer_leg):
-            # The backend bridges and publishes AgentAnswered itself.
-            answer_leg(call_id, agent_id)
-        else:
+            if self.dispatcher is not None:
+                if not self._answers_remotely():
+                    raise ActionError(409, self.capabilities()["answer"]["reason"])
+            else:
+                assert seg is not None
+                if not _move_call(call, CallState.CONNECTED):
+                    raise ActionError(409, f"the call is {call.state}; it cannot be answered now")
+                now = utcnow()
+                seg.started_at = now
+                if call.answered_at is None:
+                    call.answered_at = now
+                agent = db.get(Agent, agent_id)
+                assert agent is not None
+                events.append(self._set_agent_state(db, agent, AgentState.ON_CALL))
+                events.extend(self._complete_warm_transfer(db, call_id, agent_id))
+        if not self._backend_answer(call_id, agent_id):
             events.append(AgentAnswered(call_id, agent_id))
         self._publish(events)
 
     def _complete_warm_transfer(self, db: Session, call_id: str, agent_id: int) -> list[object]:
-        """When the target of a warm transfer answers, the agent who started it leaves the call."""
+        """Without a dispatcher: when the target of a warm transfer answers, the first agent leaves."""
         events: list[object] = []
         for seg in db.scalars(
             select(CallSegment).where(
@@ -255,10 +308,9 @@ class ConsoleActions:
         ):
             seg.ended_at = utcnow()
             seg.end_reason = "transferred"
-            if seg.agent_id is not None:
-                other = db.get(Agent, seg.agent_id)
-                if other is not None:
-                    events.append(self._set_agent_state(db, other, AgentState.WRAP_UP))
+            other = db.get(Agent, seg.agent_id) if seg.agent_id is not None else None
+            if other is not None:
+                events.append(self._set_agent_state(db, other, AgentState.WRAP_UP))
         return events
 
     def hold(self, agent_id: int, call_id: str, on: bool) -> None:
@@ -291,6 +343,21 @@ class ConsoleActions:
         self.backend.send_dtmf(call_id, digits)
 
     def hangup(self, agent_id: int, call_id: str) -> None:
+        """Hang up (or, while still ringing, decline) this agent's leg."""
+        if self.dispatcher is not None:
+            with self.session_factory() as db:
+                seg = self._leg(db, call_id, agent_id)
+                ringing = self._reserved(db, call_id, agent_id)
+                if seg is None and not ringing:
+                    raise ActionError(403, "this call is not yours")
+                started = seg is not None and seg.started_at is not None
+            if started:
+                self.backend.hangup(call_id)  # CallHungUp → the dispatcher closes legs, agent to wrap-up
+            elif hasattr(self.backend, "agent_rejects"):
+                self.backend.agent_rejects(call_id)  # AgentNoAnswer → back to its place in the queue
+            else:
+                raise ActionError(409, "decline the call on your phone")
+            return
         events: list[object] = []
         with session_scope(self.session_factory) as db:
             call = self._call(db, call_id)
@@ -298,9 +365,7 @@ class ConsoleActions:
             seg.ended_at = utcnow()
             seg.end_reason = "completed" if seg.started_at else "rejected"
             others_open = db.scalar(
-                select(CallSegment.id)
-                .where(CallSegment.call_id == call_id, CallSegment.ended_at.is_(None))
-                .limit(1)
+                select(CallSegment.id).where(CallSegment.call_id == call_id, CallSegment.ended_at.is_(None)).limit(1)
             )
             if others_open is None and call.state != CallState.ENDED.value:
                 _move_call(call, CallState.ENDED)
@@ -308,9 +373,7 @@ class ConsoleActions:
             agent = db.get(Agent, agent_id)
             assert agent is not None
             events.append(
-                self._set_agent_state(
-                    db, agent, AgentState.WRAP_UP if seg.started_at else AgentState.AVAILABLE
-                )
+                self._set_agent_state(db, agent, AgentState.WRAP_UP if seg.started_at else AgentState.AVAILABLE)
             )
         if self.backend is not None:
             self.backend.hangup(call_id)
@@ -319,7 +382,7 @@ class ConsoleActions:
         self._publish(events)
 
     def caller_hung_up(self, call_id: str) -> None:
-        """Bus handler work for CallHungUp: close open agent legs, agents go to wrap-up."""
+        """Without a dispatcher, on CallHungUp: close open agent legs; agents go to wrap-up."""
         events: list[object] = []
         with session_scope(self.session_factory) as db:
             for seg in db.scalars(
@@ -333,8 +396,20 @@ class ConsoleActions:
                     events.append(self._set_agent_state(db, agent, state))
         self._publish(events)
 
+    def _agent_by_login_or_id(self, db: Session, target: str, me: int) -> Agent:
+        agent = (
+            db.get(Agent, int(target)) if target.isdigit() else db.scalar(select(Agent).where(Agent.login == target))
+        )
+        if agent is None or not agent.active or agent.role != "agent":
+            raise ActionError(404, "no such agent")
+        if agent.id == me:
+            raise ActionError(400, "you cannot transfer a call to yourself")
+        return agent
+
     def transfer(self, agent_id: int, call_id: str, req: TransferRequest) -> dict[str, Any]:
         req.validate()
+        if self.dispatcher is not None:
+            return self._transfer_via_dispatcher(agent_id, call_id, req)
         events: list[object] = []
         connect: tuple[int, str] | None = None
         outside: CallContext | None = None
@@ -357,15 +432,13 @@ class ConsoleActions:
                 seg.end_reason = "transferred"
                 events.append(self._set_agent_state(db, me, AgentState.WRAP_UP))
             if req.target_type == "agent":
-                target = self._transfer_agent(db, req.target, agent_id)
-                db.add(
-                    CallSegment(call_id=call_id, agent_id=target.id, queue_id=call.queue_id, offered_at=now)
-                )
+                target = self._agent_by_login_or_id(db, req.target, agent_id)
+                if target.state != AgentState.AVAILABLE.value:
+                    raise ActionError(409, f"{target.name} is not available ({target.state})")
+                db.add(CallSegment(call_id=call_id, agent_id=target.id, queue_id=call.queue_id, offered_at=now))
                 _move_call(call, CallState.OFFERING)
                 events.append(self._set_agent_state(db, target, AgentState.RINGING))
-                events.append(
-                    CallTransferred(call_id, agent_id, req.kind, f"agent:{target.id}", req.reason, req.note)
-                )
+                events.append(CallTransferred(call_id, agent_id, req.kind, f"agent:{target.id}", req.reason, req.note))
                 events.append(CallOffered(call_id, target.id, why=f"transfer from agent {agent_id}"))
                 connect = (target.id, target.sip_contact or "browser")
             elif req.target_type == "queue":
@@ -375,9 +448,7 @@ class ConsoleActions:
                 call.queue_id = queue.id
                 call.queued_at = now
                 _move_call(call, CallState.QUEUED)
-                events.append(
-                    CallTransferred(call_id, agent_id, "queue", f"queue:{queue.name}", req.reason, req.note)
-                )
+                events.append(CallTransferred(call_id, agent_id, "queue", f"queue:{queue.name}", req.reason, req.note))
                 skills = tuple(
                     (str(s.get("skill", "")), int(s.get("min_level", 1)))
                     for s in queue.required_skills
@@ -396,26 +467,81 @@ class ConsoleActions:
                 seg.end_reason = "transferred"
                 call.outcome = "transferred_out"
                 events.append(CallTransferred(call_id, agent_id, "blind", "number", req.reason, req.note))
-        if connect is not None and self.backend is not None and hasattr(self.backend, "connect_agent"):
+        if connect is not None and self.backend is not None:
             self.backend.connect_agent(call_id, AgentEndpoint(connect[0], connect[1]), RING_SECONDS)
         if outside is not None and self.backend is not None:
-            self.backend.perform(call_id, Transfer(prompts=(), number=req.target, context=outside))
+            self.backend.perform(call_id, Transfer(number=req.target, context=outside))
         self._publish(events)
         return {"call_id": call_id, "kind": req.kind, "target": f"{req.target_type}:{req.target}"}
 
-    def _transfer_agent(self, db: Session, target: str, me: int) -> Agent:
-        agent = (
-            db.get(Agent, int(target))
-            if target.isdigit()
-            else db.scalar(select(Agent).where(Agent.login == target))
+    def _transfer_via_dispatcher(self, agent_id: int, call_id: str, req: TransferRequest) -> dict[str, Any]:
+        from routing import transfers
+
+        target = req.target.strip()
+        with self.session_factory() as db:
+            self._call(db, call_id)
+            seg = self._open_segment(db, call_id, agent_id)
+            if seg.started_at is None:
+                raise ActionError(409, "answer the call before transferring it")
+            if req.target_type == "agent":
+                target = str(self._agent_by_login_or_id(db, target, agent_id).id)
+        kind = "queue" if req.target_type == "queue" and req.kind == "blind" else req.kind
+        request = transfers.TransferRequest(
+            call_id, agent_id, kind, req.target_type, target, req.reason.strip(), req.note.strip()
         )
-        if agent is None or not agent.active or agent.role != "agent":
-            raise ActionError(404, "no such agent")
-        if agent.id == me:
-            raise ActionError(400, "you cannot transfer a call to yourself")
-        if agent.state != AgentState.AVAILABLE.value:
-            raise ActionError(409, f"{agent.name} is not available ({agent.state})")
-        return agent
+        try:
+            record = self.dispatcher.transfer(request)
+        except transfers.TransferError as exc:
+            raise ActionError(409, str(exc)) from exc
+        events: list[object] = []
+        if record.kind != "warm":
+            # transfers.start moved this agent to wrap-up in the database; tell the consoles.
+            with self.session_factory() as db:
+                me = db.get(Agent, agent_id)
+                if me is not None:
+                    events.append(AgentStateChanged(agent_id, me.state, at=me.state_since))
+        self._publish(events)
+        return {
+            "call_id": call_id,
+            "kind": record.kind,
+            "target": f"{record.target_type}:{record.target}",
+            "transfer_id": record.id,
+            "status": record.status,
+        }
+
+    def finish_warm_transfer(self, agent_id: int, call_id: str, complete: bool) -> dict[str, Any]:
+        """Complete (hand the caller over) or return (keep the caller) a warm transfer this agent started."""
+        if self.dispatcher is None:
+            raise ActionError(409, "this warm transfer completes by itself when the other agent answers")
+        with self.session_factory() as db:
+            record = db.scalar(
+                select(TransferRecord).where(
+                    TransferRecord.call_id == call_id,
+                    TransferRecord.from_agent_id == agent_id,
+                    TransferRecord.status == "consulting",
+                )
+            )
+            if record is None:
+                raise ActionError(409, "there is no warm transfer of yours to finish on this call")
+            transfer_id, consulted = record.id, record.to_agent_id
+        from routing import transfers
+
+        try:
+            if complete:
+                self.dispatcher.complete_warm(transfer_id)
+            else:
+                self.dispatcher.return_warm(transfer_id)
+        except transfers.TransferError as exc:
+            raise ActionError(409, str(exc)) from exc
+        changed = [agent_id] if complete else [a for a in (consulted,) if a is not None]
+        events: list[object] = []
+        with self.session_factory() as db:
+            for aid in changed:
+                agent = db.get(Agent, aid)
+                if agent is not None:
+                    events.append(AgentStateChanged(aid, agent.state, at=agent.state_since))
+        self._publish(events)
+        return {"call_id": call_id, "transfer_id": transfer_id, "completed": complete}
 
     def wrap_up(self, agent_id: int, call_id: str, disposition: str, resolved: bool, notes: str) -> None:
         if len(notes) > 8000:
@@ -423,11 +549,17 @@ class ConsoleActions:
         events: list[object] = []
         with session_scope(self.session_factory) as db:
             call = self._call(db, call_id)
-            seg = self.current_call(db, agent_id)
+            current = self.current_call(db, agent_id)
             agent = db.get(Agent, agent_id)
-            if seg is None or seg.call_id != call_id or agent is None:
+            if current is None or current.call_id != call_id or agent is None:
                 raise ActionError(403, "this call is not yours to wrap up")
-            if agent.state != AgentState.WRAP_UP.value or seg.ended_at is None:
+            seg = db.scalar(
+                select(CallSegment)
+                .where(CallSegment.call_id == call_id, CallSegment.agent_id == agent_id)
+                .order_by(CallSegment.id.desc())
+                .limit(1)
+            )
+            if agent.state != AgentState.WRAP_UP.value or seg is None or seg.ended_at is None:
                 raise ActionError(409, "hang up or transfer before wrapping up")
             if db.scalar(select(Disposition).where(Disposition.code == disposition)) is None:
                 raise ActionError(400, "choose a disposition code")
@@ -435,7 +567,7 @@ class ConsoleActions:
                 # The agent who finished the call decides the outcome; one who handed it on only adds notes.
                 call.disposition = disposition
                 call.resolved = resolved
-                if call.state == CallState.ENDED.value and call.outcome in ("", "unresolved", "resolved"):
+                if call.state == CallState.ENDED.value and call.outcome in ("", "completed", "unresolved", "resolved"):
                     call.outcome = "resolved" if resolved else "unresolved"
             note = notes.strip()
             if note:

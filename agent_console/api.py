@@ -87,9 +87,7 @@ def me() -> Any:
 @action
 def set_state() -> Any:
     data = _body()
-    result = get_console().actions.set_state(
-        user().agent_id, _text(data, "state", 32), _text(data, "reason", 32)
-    )
+    result = get_console().actions.set_state(user().agent_id, _text(data, "state", 32), _text(data, "reason", 32))
     return jsonify(result)
 
 
@@ -102,15 +100,19 @@ def current() -> Any:
     with console.session_factory() as db:
         agent = db.get(Agent, u.agent_id)
         assert agent is not None
-        seg = console.actions.current_call(db, u.agent_id)
-        pop = build_screen_pop(db, seg.call_id, viewer_agent_id=u.agent_id) if seg else None
+        cur = console.actions.current_call(db, u.agent_id)
+        pop = build_screen_pop(db, cur.call_id, viewer_agent_id=u.agent_id) if cur else None
         return jsonify(
             state=agent.state,
             reason=agent.state_reason,
             since=agent.state_since.isoformat(),
-            call_id=seg.call_id if seg else None,
+            call_id=cur.call_id if cur else None,
             screen_pop=pop,
-            leg={"started": bool(seg and seg.started_at), "ended": bool(seg and seg.ended_at)},
+            leg={
+                "started": bool(cur and cur.started),
+                "ended": bool(cur and cur.ended),
+                "consulting_transfer_id": cur.consulting_transfer_id if cur else None,
+            },
         )
 
 
@@ -197,6 +199,22 @@ def transfer(call_id: str) -> Any:
     return jsonify(get_console().actions.transfer(user().agent_id, call_id, req))
 
 
+@bp.post("/calls/<call_id>/transfer/complete")
+@roles_required("agent")
+@action
+def transfer_complete(call_id: str) -> Any:
+    """Warm transfer: hand the caller over to the consulted agent."""
+    return jsonify(get_console().actions.finish_warm_transfer(user().agent_id, call_id, complete=True))
+
+
+@bp.post("/calls/<call_id>/transfer/return")
+@roles_required("agent")
+@action
+def transfer_return(call_id: str) -> Any:
+    """Warm transfer: end the consultation and keep the caller."""
+    return jsonify(get_console().actions.finish_warm_transfer(user().agent_id, call_id, complete=False))
+
+
 @bp.post("/calls/<call_id>/hangup")
 @roles_required("agent")
 @action
@@ -237,8 +255,7 @@ def transfer_targets() -> Any:
             if a.id != user().agent_id
         ]
         queues = [
-            {"name": q.name, "description": q.description}
-            for q in db.scalars(select(Queue).order_by(Queue.name))
+            {"name": q.name, "description": q.description} for q in db.scalars(select(Queue).order_by(Queue.name))
         ]
     return jsonify(agents=agents, queues=queues)
 
@@ -294,8 +311,6 @@ def supervise(call_id: str, mode: str) -> Any:
     with session_scope(console.session_factory) as db:
         if db.get(Call, call_id) is None:
             raise ActionError(404, "no such call")
-        audit.record(
-            db, f"supervise_{mode}", actor_agent_id=u.agent_id, actor=u.login, target=f"call:{call_id}"
-        )
+        audit.record(db, f"supervise_{mode}", actor_agent_id=u.agent_id, actor=u.login, target=f"call:{call_id}")
     console.backend.supervise(call_id, u.agent_id, mode)
     return jsonify(ok=True, mode=mode)

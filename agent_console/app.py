@@ -23,7 +23,6 @@ from agent_console.events import PushHub
 from agent_console.extensions import csrf, limiter, login_manager
 from agent_console.services.alerts import AlertMonitor, make_sms_sender
 from callcentre.bus import EventBus
-from callcentre.domain.events import CallHungUp
 from callcentre.settings import Settings
 
 
@@ -57,10 +56,10 @@ def create_app(settings: Settings, platform: Any = None, test_config: dict[str, 
         app.config.update(test_config)
 
     session_factory, bus, backend = _platform_parts(settings, platform)
-    actions = ConsoleActions(session_factory, bus, backend)
+    services = getattr(platform, "services", None) or {}
+    actions = ConsoleActions(session_factory, bus, backend, dispatcher=services.get("dispatcher"))
     hub = PushHub()
     hub.attach(bus)
-    bus.subscribe(CallHungUp, lambda event: actions.caller_hung_up(event.call_id))
     alerts = AlertMonitor(
         sms=make_sms_sender(settings.twilio, app.config.get("TWILIO_HTTP_CLIENT")),
         min_interval_seconds=float(app.config["ALERT_SMS_MIN_INTERVAL_SECONDS"]),

@@ -19,8 +19,6 @@ def record(
     detail: dict[str, Any] | None = None,
 ) -> AuditEntry:
     """Add one entry to ``session`` (the caller commits). ``detail`` holds ids and outcomes only."""
-    entry = AuditEntry(
-        action=action, actor_agent_id=actor_agent_id, actor=actor, target=target, detail=detail or {}
-    )
+    entry = AuditEntry(action=action, actor_agent_id=actor_agent_id, actor=actor, target=target, detail=detail or {})
     session.add(entry)
     return entry

@@ -36,9 +36,7 @@ def _iso(value: Any) -> str | None:
 
 
 def context_items(db: Session, call_id: str) -> list[dict[str, Any]]:
-    items = db.scalars(
-        select(CallContextItem).where(CallContextItem.call_id == call_id).order_by(CallContextItem.id)
-    )
+    items = db.scalars(select(CallContextItem).where(CallContextItem.call_id == call_id).order_by(CallContextItem.id))
     return [
         {
             "key": i.key,
@@ -92,9 +90,7 @@ def customer_record(db: Session, customer: Customer, exclude_call: str) -> dict[
     if ids:
         for t in db.scalars(select(Transcript).where(Transcript.call_id.in_(ids))):
             transcripts.setdefault(t.call_id, []).append(t.text)
-        for r in db.scalars(
-            select(Recording).where(Recording.call_id.in_(ids), Recording.purged_at.is_(None))
-        ):
+        for r in db.scalars(select(Recording).where(Recording.call_id.in_(ids), Recording.purged_at.is_(None))):
             recordings.setdefault(r.call_id, []).append(r.id)
         for s in db.scalars(select(SurveyResponse).where(SurveyResponse.call_id.in_(ids))):
             scores[s.call_id] = s.score

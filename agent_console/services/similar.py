@@ -64,9 +64,7 @@ def query_words(db: Session, call: Call) -> set[str]:
     """Words describing this call: its reason, what the caller said in the IVR (non-sensitive)."""
     texts = [call.reason.replace("_", " ")]
     for item in db.scalars(
-        select(CallContextItem).where(
-            CallContextItem.call_id == call.id, CallContextItem.sensitive.is_(False)
-        )
+        select(CallContextItem).where(CallContextItem.call_id == call.id, CallContextItem.sensitive.is_(False))
     ):
         if item.key in {"reason", "speech", "reason_text", "utterance", "intent"}:
             texts.append(item.value.replace("_", " "))

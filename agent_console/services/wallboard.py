@@ -51,9 +51,7 @@ def agents_view(db: Session, now: datetime) -> list[dict[str, Any]]:
     return out
 
 
-def snapshot(
-    db: Session, now: datetime | None = None, capabilities: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def snapshot(db: Session, now: datetime | None = None, capabilities: dict[str, Any] | None = None) -> dict[str, Any]:
     now = now or utcnow()
     day = start_of_day(now)
     queues = list(db.scalars(select(Queue).order_by(Queue.name)))
@@ -66,11 +64,7 @@ def snapshot(
     staffed = sum(1 for a in agents if a["state"] not in ("logged_out",))
     out_queues = []
     for q in queues:
-        waits = [
-            (now - (queued or arrived)).total_seconds()
-            for qid, queued, arrived in waiting_rows
-            if qid == q.id
-        ]
+        waits = [(now - (queued or arrived)).total_seconds() for qid, queued, arrived in waiting_rows if qid == q.id]
         today = metrics.queue_metrics(db, q, day, now)
         recent = metrics.queue_metrics(db, q, now - timedelta(minutes=30), now)
         figures = {

@@ -8,7 +8,7 @@
   const $ = (id) => document.getElementById(id);
   const softphone = Softphones.create(cfg.softphone);
   const view = { state: "", since: null, callId: null, phase: null, callStart: null, wrapStart: null,
-                 onHold: false, muted: false, pop: null };
+                 onHold: false, muted: false, pop: null, consulting: null };
   window.consoleView = view;  // read by the browser tests and handy in devtools
 
   function setText(id, text) { $(id).textContent = text; }
@@ -36,6 +36,7 @@
     renderState(d.state, d.reason, d.since);
     view.callId = d.call_id;
     view.phase = d.call_id ? phaseOf(d.state, d.leg) : null;
+    view.consulting = d.leg.consulting_transfer_id;
     if (d.screen_pop) renderPop(d.screen_pop);
     renderCall();
   }
@@ -50,6 +51,7 @@
     setText("call-phase", { ringing: "ringing", on_call: view.onHold ? "on hold" : "connected",
                             wrap_up: "wrap-up" }[view.phase]);
     show("answer", view.phase === "ringing");
+    show("consulting", !!view.consulting);
     for (const id of ["hold", "mute", "hangup"]) $(id).disabled = view.phase !== "on_call" && id !== "hangup";
     show("hold", !view.onHold); show("resume", view.onHold);
     show("mute", !view.muted); show("unmute", view.muted);
@@ -145,7 +147,7 @@
       renderState("ringing", "", new Date().toISOString());
       renderCall(); notify(d.screen_pop); softphone.incoming(d);
     },
-    state: (d) => { renderState(d.state, d.reason, d.since); if (d.state !== view.state || true) refresh(); },
+    state: (d) => { renderState(d.state, d.reason, d.since); refresh(); },
     answered: () => refresh(),
     hangup: (d) => { softphone.hangup(d.call_id); refresh(); },
     transferred: () => refresh(),
@@ -166,6 +168,8 @@
   $("resume").addEventListener("click", async () => { if ((await act("hold", { on: false })).ok) { view.onHold = false; renderCall(); } });
   $("mute").addEventListener("click", async () => { if ((await act("mute", { on: true })).ok) { view.muted = true; softphone.setMuted(true); renderCall(); } });
   $("unmute").addEventListener("click", async () => { if ((await act("mute", { on: false })).ok) { view.muted = false; softphone.setMuted(false); renderCall(); } });
+  $("transfer-complete").addEventListener("click", async () => { if ((await act("transfer/complete")).ok) refresh(); });
+  $("transfer-return").addEventListener("click", async () => { if ((await act("transfer/return")).ok) refresh(); });
   $("hangup").addEventListener("click", async () => { if ((await act("hangup")).ok) { softphone.hangup(view.callId); refresh(); } });
   for (const key of document.querySelectorAll(".key")) {
     key.addEventListener("click", async () => { const d = key.dataset.key; if ((await act("dtmf", { digits: d })).ok) softphone.sendDigits(d); });
