@@ -77,6 +77,13 @@ class IvrService:
         with self._guard:
             return list(self._states)
 
+    def adopt(self, call_id: str, state: IvrState) -> None:
+        """Continue from a state saved elsewhere (stateless backends: the next Twilio webhook may reach
+        another worker process). The saved state wins over any copy this process still holds."""
+        with self._guard:
+            self._states[call_id] = state
+            self._locks.setdefault(call_id, threading.Lock())
+
     # -- event handlers -------------------------------------------------------------------------
 
     def on_arrived(self, event: CallArrived) -> None:
