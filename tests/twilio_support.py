@@ -70,7 +70,7 @@ class CapturingHttpClient(HttpClient):
             body = {"sid": "RE" + "1" * 32, "status": "in-progress"}
         else:
             body = {"sid": path.rsplit("/", 1)[-1].removesuffix(".json"), "status": "in-progress"}
-        return TwilioResponse(200 if method == "POST" else 200, json.dumps(body))
+        return TwilioResponse(200, json.dumps(body))
 
     def posted(self, suffix: str) -> list[dict[str, Any]]:
         return [r for r in self.requests if r["method"] == "POST" and r["path"].endswith(suffix)]
