@@ -12,6 +12,7 @@ from callcentre.db.models.satisfaction import CallbackTask, SupervisorAlert
 from callcentre.db.models.surveys import SurveyResponse
 from callcentre.db.models.telephony_state import BackendCall, WebhookResponse
 from callcentre.db.models.transcription import TranscriptionJob
+from callcentre.db.models.webrtc import WebRtcLegQuality
 
 __all__ = [
     "Agent",
@@ -37,5 +38,6 @@ __all__ = [
     "Transcript",
     "TranscriptionJob",
     "TransferRecord",
+    "WebRtcLegQuality",
     "WebhookResponse",
 ]
