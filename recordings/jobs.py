@@ -25,7 +25,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from callcentre.db.base import utcnow
-from callcentre.db.models import Call, Recording, SupervisorAlert, Transcript, TranscriptionJob
+from callcentre.db.models import (
+    Call,
+    Recording,
+    SupervisorAlert,
+    SurveyResponse,
+    Transcript,
+    TranscriptionJob,
+)
 from recordings.redaction import redact_words
 from recordings.transcription import TranscriptResult
 
@@ -155,6 +162,11 @@ def complete(factory: sessionmaker[Session], lease: Lease, result: TranscriptRes
         if updated.rowcount != 1:  # type: ignore[attr-defined]
             session.rollback()
             return None
+        # A survey comment's words go onto the survey response too (same redacted text).
+        session.execute(
+            update(SurveyResponse).where(SurveyResponse.comment_recording_id == lease.recording_id)
+            .values(comment_text=" ".join(w["word"] for w in words)).execution_options(synchronize_session=False)
+        )
         return transcript.id
 
 

@@ -62,19 +62,32 @@ class RecordingService:
         recorder.start("conversation")
 
     def on_hung_up(self, event: CallHungUp) -> None:
+        self.finish(event.call_id)
+
+    def start_part(self, call_id: str, kind: str) -> None:
+        """Start recording ``kind`` (e.g. ``survey_comment``) for a call, closing any open part."""
         with self._lock:
-            recorder = self._calls.pop(event.call_id, None)
+            recorder = self._calls.setdefault(call_id, CallRecorder(call_id, self.directory))
+        recorder.start(kind)
+
+    def finish(self, call_id: str) -> list[int]:
+        """Close the call's recordings, save their rows, queue their transcription; returns the row ids."""
+        with self._lock:
+            recorder = self._calls.pop(call_id, None)
         if recorder is None:
-            return
+            return []
         recorder.stop()
+        ids: list[int] = []
         if not recorder.finished:
-            return
+            return ids
         with session_scope(self.factory) as session:
             for finished in recorder.finished:
-                row = save_recording(session, event.call_id, finished)
+                row = save_recording(session, call_id, finished)
+                ids.append(row.id)
                 if self.transcribe and finished.duration_seconds > 0:
                     jobs.enqueue(session, row, max_attempts=self.max_attempts)
-        log.info("call %s: %d recording(s) saved", event.call_id, len(recorder.finished))
+        log.info("call %s: %d recording(s) saved", call_id, len(ids))
+        return ids
 
     def feed(self, call_id: str, leg: str, pcm16: bytes) -> None:
         recorder = self.recorder(call_id)

@@ -34,14 +34,15 @@ def make_agent(session: Session, login: str, role: str = "agent") -> Agent:
 
 
 def make_call(session: Session, *, reason: str = "billing", note: str = "", suffix: str = "",
-              arrived_at: datetime | None = None) -> CallRows:
+              arrived_at: datetime | None = None, call_id: str | None = None) -> CallRows:
+    """A call answered by ``agent`` for ``customer`` (rows as the IVR service and dispatcher leave them)."""
     customer = Customer(name="Kim " + suffix, account_number="ACC" + (suffix or new_call_id()[-8:]))
     customer.phones.append(CustomerPhone(number="+8210" + (suffix or new_call_id()[-8:])))
     session.add(customer)
     agent = make_agent(session, "agent" + (suffix or new_call_id()[-6:]))
     other = make_agent(session, "other" + (suffix or new_call_id()[-6:]))
     supervisor = make_agent(session, "super" + (suffix or new_call_id()[-6:]), role="supervisor")
-    call = Call(id=new_call_id(), caller_id="+8210", customer_id=customer.id, reason=reason,
+    call = Call(id=call_id or new_call_id(), caller_id="+8210", customer_id=customer.id, reason=reason,
                 wrap_up_note=note, arrived_at=arrived_at or utcnow())
     session.add(call)
     session.flush()
