@@ -270,24 +270,34 @@ def prompts() -> None:
 
 
 @prompts.command("build")
-@click.option("--flow", "flow_file", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--flow", "flow_files", type=click.Path(exists=True, dir_okay=False), multiple=True,
+              help="Flow file(s); default: every flow beside the configured one (they share one prompts folder).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None)
 @click.option("--voice", default="en-us", show_default=True, help="espeak-ng voice.")
 @click.option("--force", is_flag=True, help="Rebuild every prompt, not only changed ones.")
 @pass_ctx
-def prompts_build(ctx: Ctx, flow_file: str | None, out_dir: str | None, voice: str, force: bool) -> None:
-    """Speak the flow's prompts with espeak-ng into 8 kHz WAV files (only changed ones)."""
+def prompts_build(ctx: Ctx, flow_files: tuple[str, ...], out_dir: str | None, voice: str, force: bool) -> None:
+    """Speak the flows' prompts with espeak-ng into 8 kHz WAV files (only changed ones)."""
     from callcentre.bootstrap import flow_path, prompts_dir
-    from ivr.flow import load_flow
+    from ivr.flow import FlowError, load_flow
     from ivr.prompts import PromptBuildError, build_prompts
 
-    flow = load_flow(flow_file or flow_path(ctx.settings))
+    paths = [Path(f) for f in flow_files] or sorted(flow_path(ctx.settings).parent.glob("*.yaml"))
+    texts: dict[str, str] = {}
+    for path in paths:
+        try:
+            flow = load_flow(path)
+        except FlowError as exc:
+            raise click.ClickException(str(exc)) from exc
+        for pid, text in flow.prompts.items():
+            if texts.setdefault(pid, text) != text:
+                raise click.ClickException(f"prompt {pid!r} has different texts in different flows ({path})")
     target = Path(out_dir) if out_dir else prompts_dir(ctx.settings)
     try:
-        built = build_prompts(flow.prompts, target, voice=voice, force=force)
+        built = build_prompts(texts, target, voice=voice, force=force)
     except PromptBuildError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"{len(built)} prompt(s) built in {target}; {len(flow.prompts) - len(built)} unchanged")
+    click.echo(f"{len(built)} prompt(s) built in {target}; {len(texts) - len(built)} unchanged")
 
 
 # -- calls -------------------------------------------------------------------------------------
@@ -379,6 +389,9 @@ def calls_show(ctx: Ctx, call_id: str, as_json: bool) -> None:
 from telephony.cli import asterisk as _asterisk_commands  # noqa: E402
 
 main.add_command(_asterisk_commands)
+from agent_console.cli import demo as _console_demo  # noqa: E402
+
+main.add_command(_console_demo)
 
 
 if __name__ == "__main__":  # pragma: no cover
