@@ -422,9 +422,12 @@ class SipBackend:
             self.calls[call_id] = call
             self._by_sip[msg.call_id] = call
         ringing = build_response(msg, 180, "Ringing", to_tag=leg.local_tag, extra=[self._contact_header()])
-        call.last_response = ringing
         self._send(build_response(msg, 100, "Trying"), addr)
-        self._send(ringing, addr)
+        if self.answer_delay > 0:
+            # Only when we really ring: a 180 right before the 200 can overtake it through a
+            # multi-process proxy, and a caller that sees 180 after 200 may drop the call.
+            call.last_response = ringing
+            self._send(ringing, addr)
         caller_id = user_of(uri_of(msg.get("from")))
         self._publish(CallArrived(call_id, caller_id=caller_id, dialled=dialled, backend=self.name,
                                   backend_ref=msg.call_id))
