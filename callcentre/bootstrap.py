@@ -78,6 +78,9 @@ class Platform:
 
     def start(self) -> None:
         self.backend.start(self.bus)
+        dispatcher = self.services.get("dispatcher")
+        if dispatcher is not None:
+            dispatcher.start()  # reservation timeouts and queue announcements tick from here
 
     def stop(self) -> None:
         self.backend.stop()
@@ -105,4 +108,10 @@ def build_platform(settings: Settings, backend: TelephonyBackend | str = "memory
 
 def _wire_services(platform: Platform) -> None:
     """Event → handler table beyond the IVR; see docs/architecture.md for the whole pipeline."""
+    from routing.dispatcher import Dispatcher, DispatcherConfig
+
+    platform.services["dispatcher"] = Dispatcher(
+        platform.bus, platform.backend, platform.session_factory,
+        config=DispatcherConfig.from_settings(platform.settings.routing),
+    ).subscribe()
 

@@ -135,6 +135,22 @@ class WebRtcSettings:
 
 
 @dataclass(frozen=True)
+class RoutingSettings:
+    """Reservations and what waiting callers hear (routing/dispatcher.py)."""
+
+    ring_seconds: float = 15.0
+    """How long an offered agent may ring before the call goes back to its original place."""
+    max_consecutive_misses: int = 3
+    """Offers an agent may miss in a row before being set Not Ready."""
+    announce_every: float = 60.0
+    """Seconds between position / estimated-wait announcements to a waiting caller."""
+    callback_offer_after: float = 60.0
+    """Offer a callback (keeping the caller's place) once the reliable estimated wait exceeds this."""
+    tick_seconds: float = 1.0
+    """How often reservation timeouts and announcements are checked."""
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -145,6 +161,7 @@ class Settings:
     twilio: TwilioSettings = field(default_factory=TwilioSettings)
     asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
     webrtc: WebRtcSettings = field(default_factory=WebRtcSettings)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
 
     def as_dict(self, *, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

@@ -95,6 +95,20 @@ class DispatcherConfig:
     estimates: qx.EstimatePolicy = field(default_factory=qx.EstimatePolicy)
     tick_seconds: float = 1.0
     rate_window_seconds: float = 3600.0
+    announce_every: float = 60.0
+    """For queues without their own rules."""
+    callback_offer_after: float | None = 60.0
+    """For queues without their own rules."""
+
+    @classmethod
+    def from_settings(cls, routing: Any) -> DispatcherConfig:
+        """From ``Settings.routing`` (:class:`callcentre.settings.RoutingSettings`)."""
+        return cls(
+            policy=reservations.ReservationPolicy(routing.ring_seconds, routing.max_consecutive_misses),
+            tick_seconds=routing.tick_seconds,
+            announce_every=routing.announce_every,
+            callback_offer_after=routing.callback_offer_after,
+        )
 
 
 def _epoch(at: datetime) -> float:
@@ -155,10 +169,7 @@ class Dispatcher:
         self.config = config or DispatcherConfig()
         self.clock = clock
         self.owner = reservations.owner_tag()
-        if router is None:
-            with sessions() as session:
-                router = Router(policies_from_queues(session.scalars(select(Queue))))
-        self.router = router
+        self._router = router
         self.windows: dict[str, qx.RateWindow] = {}
         self.estimate_errors = qx.EstimateErrors()
         self._announced: dict[str, datetime] = {}
@@ -166,6 +177,14 @@ class Dispatcher:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def router(self) -> Router:
+        """Given, or built on first use from the queues table (so wiring needs no database yet)."""
+        if self._router is None:
+            with self.sessions() as session:
+                self._router = Router(policies_from_queues(session.scalars(select(Queue))))
+        return self._router
 
     # -- wiring --------------------------------------------------------------------------------------
 
@@ -204,7 +223,9 @@ class Dispatcher:
                 log.exception("dispatcher tick failed")
 
     def rules(self, queue: str) -> qx.QueueRules:
-        return self.config.rules.get(queue) or qx.QueueRules(queue)
+        return self.config.rules.get(queue) or qx.QueueRules(
+            queue, callback_offer_after=self.config.callback_offer_after, announce_every=self.config.announce_every
+        )
 
     def window(self, queue: str) -> qx.RateWindow:
         found = self.windows.get(queue)
@@ -242,8 +263,9 @@ class Dispatcher:
             if decision.kind == "overflow":
                 log.info("call %s overflowed to %s (%s)", event.call_id, decision.queue, decision.why)
             self.window(decision.queue).arrival(_epoch(now))
+            # The IVR's own "please hold" has just played: the first announcement comes a period later.
+            self._announced.setdefault(event.call_id, now)
             self.dispatch()
-            self._announce(now, only=event.call_id)
 
     def on_agent_state(self, event: AgentStateChanged) -> None:
         if event.state == AgentState.AVAILABLE.value:

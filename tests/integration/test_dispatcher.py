@@ -198,6 +198,12 @@ def test_callback_keeps_place_and_is_dialled_when_agent_reserved(platform: Platf
         window.handled(platform.clock.now.timestamp() - i, 300.0)
     callers = [platform.arrive(f"+1555010{i}") for i in range(4)]
     third = callers[2]
+    assert platform.backend.performed.get(third) is None  # nothing said over the IVR's own prompt
+    platform.clock.advance(59)
+    platform.dispatcher.tick()
+    assert platform.backend.performed.get(third) is None
+    platform.clock.advance(1)
+    platform.dispatcher.tick()
     announced = platform.backend.last_action(third)
     assert isinstance(announced, Gather) and "queue_callback_offer" in [p.id for p in announced.prompts]
     assert "num_3" in [p.id for p in announced.prompts]
