@@ -10,6 +10,7 @@ PACKAGES = [
     "callcentre.domain",
     "telephony",
     "telephony.pyvoip_patches",
+    "telephony.webrtc",
     "ivr",
     "routing",
     "routing.simulation",

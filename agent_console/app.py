@@ -16,7 +16,7 @@ from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from agent_console import agent, api, auth, events, supervisor
+from agent_console import agent, api, auth, events, supervisor, webrtc
 from agent_console.actions import ConsoleActions
 from agent_console.context import EXTENSION_KEY, Console
 from agent_console.events import PushHub
@@ -79,7 +79,7 @@ def create_app(settings: Settings, platform: Any = None, test_config: dict[str, 
     csrf.init_app(app)
     limiter.init_app(app)
 
-    for blueprint in (auth.bp, agent.bp, supervisor.bp, api.bp, events.bp):
+    for blueprint in (auth.bp, agent.bp, supervisor.bp, api.bp, events.bp, webrtc.bp):
         app.register_blueprint(blueprint)
 
     _register_errors(app)

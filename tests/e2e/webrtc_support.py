@@ -1,0 +1,145 @@
+"""Pieces of the WebRTC browser tests: a platform with the SIP endpoint behind the WebRTC gateway,
+the console on a loopback port, Debian's chromium with a fake microphone file, speech WAVs from
+espeak-ng, a caller RTP sink that keeps the audio, and loudness-envelope correlation."""
+
+from __future__ import annotations
+
+import audioop
+import math
+import subprocess
+import threading
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from callcentre.bus import EventBus
+from callcentre.db.base import utcnow
+from callcentre.db.models import Agent, Call, CallSegment, Queue
+from callcentre.db.session import session_scope
+from callcentre.domain.events import CallOffered
+from telephony.base import AgentEndpoint
+from tests.peers import require_binary
+from tests.sipp import RtpSink
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+]
+WINDOW_S = 0.1
+
+
+def speech_wav(text: str, out: Path, rate: int, *, ulaw: bool = False, pad_s: float = 0.6) -> Path:
+    """espeak-ng speech, padded with silence, as a mono WAV at ``rate`` (μ-law for sipp)."""
+    espeak = require_binary("espeak-ng", "/usr/bin/espeak-ng")
+    sox = require_binary("sox", "/usr/bin/sox")
+    raw = out.with_suffix(".raw.wav")
+    subprocess.run([espeak, "-v", "en", "-s", "150", "-w", str(raw), text], check=True, timeout=30)
+    encoding = ["-e", "u-law"] if ulaw else ["-e", "signed-integer", "-b", "16"]
+    subprocess.run([sox, str(raw), "-r", str(rate), "-c", "1", *encoding, str(out), "pad", "0", str(pad_s)],
+                   check=True, timeout=30)
+    return out
+
+
+def wav_envelope(path: Path, window_s: float = WINDOW_S) -> list[float]:
+    with wave.open(str(path), "rb") as w:
+        rate, width, data = w.getframerate(), w.getsampwidth(), w.readframes(w.getnframes())
+    if w.getcomptype() != "NONE" or width == 1:
+        raise ValueError("use a linear PCM WAV here")
+    pcm = audioop.lin2lin(data, width, 2)
+    step = int(rate * window_s) * 2
+    return [audioop.rms(pcm[i : i + step], 2) for i in range(0, len(pcm) - step + 1, step)]
+
+
+def ulaw_wav_envelope(path: Path, window_s: float = WINDOW_S) -> list[float]:
+    """sox writes μ-law WAVs that Python's wave module cannot read; decode the data chunk by hand."""
+    data = path.read_bytes()
+    idx = data.find(b"data")
+    payload = data[idx + 8 :]
+    pcm = audioop.ulaw2lin(payload, 2)
+    step = int(8000 * window_s) * 2
+    return [audioop.rms(pcm[i : i + step], 2) for i in range(0, len(pcm) - step + 1, step)]
+
+
+def best_correlation(received: list[float], source: list[float]) -> float:
+    """Highest normalised correlation of ``received`` with the looped ``source`` over all lags."""
+    n = len(received)
+    if n < 10 or len(source) < 10:
+        return 0.0
+    looped = source * (n // len(source) + 2)
+
+    def norm(xs: list[float]) -> list[float]:
+        mean = sum(xs) / len(xs)
+        dev = math.sqrt(sum((x - mean) ** 2 for x in xs)) or 1.0
+        return [(x - mean) / dev for x in xs]
+
+    r = norm(received)
+    best = -1.0
+    for lag in range(len(source)):
+        s = norm(looped[lag : lag + n])
+        best = max(best, sum(a * b for a, b in zip(r, s, strict=True)))
+    return best
+
+
+@dataclass
+class RecordingSink(RtpSink):
+    """The caller's RTP sink, also keeping (arrival time, μ-law payload) of every audio packet."""
+
+    frames: list[tuple[float, bytes]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _run(self) -> None:
+        assert self._sock is not None
+        while self._running:
+            try:
+                data = self._sock.recv(2048)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if len(data) > 12 and data[1] & 0x7F == 0:
+                with self._lock:
+                    self.frames.append((time.monotonic(), data[12:]))
+                self.packets += 1
+
+    def envelope_between(self, start: float, end: float, window_s: float = WINDOW_S) -> list[float]:
+        with self._lock:
+            pcm = b"".join(audioop.ulaw2lin(p, 2) for t, p in self.frames if start <= t <= end)
+        step = int(8000 * window_s) * 2
+        return [audioop.rms(pcm[i : i + step], 2) for i in range(0, len(pcm) - step + 1, step)]
+
+
+def browser_envelope(trace: list[list[float]], start_ms: float, end_ms: float) -> list[float]:
+    """The page's 50 ms loudness trace averaged into ``WINDOW_S`` windows."""
+    picked = [rms for t, rms in trace if start_ms <= t <= end_ms]
+    per = max(1, round(WINDOW_S / 0.05))
+    return [sum(picked[i : i + per]) / per for i in range(0, len(picked) - per + 1, per)]
+
+
+def offer_call(factory: Any, bus: EventBus, backend: Any, call_id: str, agent_id: int) -> None:
+    """Stand-in for the dispatcher's offer step (routing/dispatcher.py has not landed): the queued
+    call is offered to the agent exactly as the console expects (segment, Ringing, CallOffered)
+    and the backend rings the agent's contact (``browser``)."""
+    now = utcnow()
+    with session_scope(factory) as db:
+        call = db.get(Call, call_id)
+        assert call is not None
+        call.state = "offering"
+        db.add(CallSegment(call_id=call_id, agent_id=agent_id, queue_id=call.queue_id, offered_at=now))
+        agent = db.get(Agent, agent_id)
+        assert agent is not None
+        agent.state = "ringing"
+        agent.state_since = now
+    bus.publish(CallOffered(call_id, agent_id, why="offered by the test (dispatcher stand-in)"))
+    backend.connect_agent(call_id, AgentEndpoint(agent_id, "browser"), 20.0)
+
+
+def queue_id(factory: Any, name: str) -> int:
+    with factory() as db:
+        found = db.scalar(select(Queue.id).where(Queue.name == name))
+        assert found is not None
+        return int(found)
