@@ -81,6 +81,10 @@ def create_app(settings: Settings, platform: Any = None, test_config: dict[str, 
 
     for blueprint in (auth.bp, agent.bp, supervisor.bp, api.bp, events.bp, webrtc.bp):
         app.register_blueprint(blueprint)
+    if platform is not None and getattr(backend, "name", "") == "twilio":
+        from telephony.twilio_webhooks import init_twilio  # /twilio/ webhooks: signed, CSRF-exempt
+
+        init_twilio(app, platform)
 
     _register_errors(app)
 

@@ -61,8 +61,27 @@ class TwilioUnsupported(CallCentreError):
 
 @dataclass
 class Capture:
+    """The action the IVR performs for the call while its webhook is being answered."""
+
     call_id: str
     actions: list[Action] = field(default_factory=list)
+    performed: threading.Event = field(default_factory=threading.Event)
+    closed: bool = False
+    """Set once the webhook has answered: later actions must go out over REST instead."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def offer(self, action: Action) -> bool:
+        with self.lock:
+            if self.closed:
+                return False
+            self.actions.append(action)
+            self.performed.set()
+            return True
+
+    def close(self) -> Action | None:
+        with self.lock:
+            self.closed = True
+            return self.actions[-1] if self.actions else None
 
 
 @dataclass(frozen=True)
@@ -118,9 +137,10 @@ class TwilioBackend:
 
     # -- capture: perform() during a webhook becomes that webhook's TwiML -------------------------
     @contextmanager
-    def capture(self, call_id: str) -> Iterator[Capture]:
+    def capture(self, call_id: str, into: Capture | None = None) -> Iterator[Capture]:
+        """While inside, ``perform`` for ``call_id`` in this thread is captured, not sent over REST."""
         previous = getattr(self._local, "capture", None)
-        self._local.capture = Capture(call_id)
+        self._local.capture = into or Capture(call_id)
         try:
             yield self._local.capture
         finally:
@@ -129,8 +149,7 @@ class TwilioBackend:
     # -- TelephonyBackend ------------------------------------------------------------------------
     def perform(self, call_id: str, action: Action) -> None:
         capture: Capture | None = getattr(self._local, "capture", None)
-        if capture is not None and capture.call_id == call_id:
-            capture.actions.append(action)
+        if capture is not None and capture.call_id == call_id and capture.offer(action):
             return
         sid = self.call_sid(call_id)
         seq = self.state_saver(call_id) if self.state_saver is not None else 0

@@ -31,6 +31,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,7 @@ class TwilioWebhooks:
                  session_factory: sessionmaker[Session], *, auth_token: str, public_base_url: str = "",
                  recordings_dir: str | Path = "recordings-data", prompts_dir: Path | None = None,
                  fetch: MediaFetcher = fetch_media, announcer: WaitAnnouncer | None = None,
-                 claim_wait_seconds: float = 5.0) -> None:
+                 claim_wait_seconds: float = 5.0, perform_timeout: float = 10.0, bus_workers: int = 4) -> None:
         if not auth_token:
             raise ValueError("Twilio webhooks need twilio.auth_token to check X-Twilio-Signature")
         self.backend = backend
@@ -100,6 +101,9 @@ class TwilioWebhooks:
         self.announcer = announcer or self._default_announcer
         self.claim_wait_seconds = claim_wait_seconds
         self._downloads: list[threading.Thread] = []
+        self.perform_timeout = perform_timeout
+        self._bus_worker_count = bus_workers
+        self._bus_workers = ThreadPoolExecutor(max_workers=bus_workers, thread_name_prefix="twilio-bus")
         backend.state_saver = self.save_live_state
 
     # -- signature ---------------------------------------------------------------------------------
@@ -117,40 +121,44 @@ class TwilioWebhooks:
         return bool(self.validator.validate(self.public_url(), params, signature))
 
     # -- idempotency ---------------------------------------------------------------------------------
-    def once(self, ref: str, step: str, produce: Callable[[], str]) -> str:
-        """Answer (ref, step) once; a retry gets the stored answer and nothing happens twice."""
-        with session_scope(self.sessions) as session:
-            stored = session.scalar(select(WebhookResponse.body).where(
-                WebhookResponse.backend == BACKEND, WebhookResponse.ref == ref, WebhookResponse.step == step))
-        if stored:
-            return stored
-        if stored is None and self._claim(ref, step):
+    def once(self, ref: str, step: str, produce: Callable[[Session], str], *, first: object | None = None) -> str:
+        """Answer (ref, step) once; a retry gets the stored answer and nothing happens twice.
+
+        The first delivery claims the key in its own transaction (with ``first``, e.g. the new
+        ``BackendCall``, so no extra commit is spent) before any side effect; ``produce`` then runs
+        and gets the session that stores its answer, so it can save state in that same commit.
+        """
+        if self._claim(ref, step, first):
             try:
-                body = produce()
+                with session_scope(self.sessions) as session:
+                    body = produce(session)
+                    row = session.scalar(select(WebhookResponse).where(
+                        WebhookResponse.backend == BACKEND, WebhookResponse.ref == ref,
+                        WebhookResponse.step == step))
+                    if row is not None:
+                        row.body = body
+                return body
             except Exception:
                 self._release(ref, step)
                 raise
-            with session_scope(self.sessions) as session:
-                row = session.scalar(select(WebhookResponse).where(
-                    WebhookResponse.backend == BACKEND, WebhookResponse.ref == ref, WebhookResponse.step == step))
-                if row is not None:
-                    row.body = body
-            return body
-        # Another worker is answering the first delivery right now: wait for its answer.
+        # A retry: the stored answer, or (first delivery still running in another worker) wait for it.
         deadline = time.monotonic() + self.claim_wait_seconds
-        while time.monotonic() < deadline:
-            time.sleep(0.02)
+        while True:
             with self.sessions() as session:
                 answer = session.scalar(select(WebhookResponse.body).where(
                     WebhookResponse.backend == BACKEND, WebhookResponse.ref == ref, WebhookResponse.step == step))
             if answer:
                 return answer
-        abort(503)
+            if time.monotonic() > deadline:
+                abort(503)
+            time.sleep(0.02)
 
-    def _claim(self, ref: str, step: str) -> bool:
+    def _claim(self, ref: str, step: str, first: object | None = None) -> bool:
         try:
             with session_scope(self.sessions) as session:
                 session.add(WebhookResponse(backend=BACKEND, ref=ref, step=step, body=""))
+                if first is not None:
+                    session.add(first)
             return True
         except IntegrityError:
             return False
@@ -169,32 +177,29 @@ class TwilioWebhooks:
         if not sid:
             abort(400, "CallSid missing")
 
-        def produce() -> str:
-            call_id = new_call_id()
-            with session_scope(self.sessions) as session:
-                session.add(BackendCall(backend=BACKEND, ref=sid, call_id=call_id))
-            caller = form.get("From", "")
-            with self.backend.capture(call_id) as capture:
-                self.bus.publish(CallArrived(
-                    call_id, caller_id="" if caller.lower() in UNKNOWN_CALLERS else caller,
-                    dialled=form.get("To", ""), backend=BACKEND, backend_ref=sid,
-                ))
-            return self._answer(sid, call_id, capture, 1)
+        call_id = new_call_id()
 
-        return self.once(sid, "voice", produce)
+        def produce(session: Session) -> str:
+            caller = form.get("From", "")
+            capture = self._publish_until_performed(call_id, CallArrived(
+                call_id, caller_id="" if caller.lower() in UNKNOWN_CALLERS else caller,
+                dialled=form.get("To", ""), backend=BACKEND, backend_ref=sid,
+            ))
+            return self._answer(session, sid, call_id, capture, 1)
+
+        return self.once(sid, "voice", produce, first=BackendCall(backend=BACKEND, ref=sid, call_id=call_id))
 
     def gather(self, seq: int, form: dict[str, str]) -> str:
         sid = form.get("CallSid", "")
         if not sid:
             abort(400, "CallSid missing")
 
-        def produce() -> str:
-            with self.sessions() as session:
-                row = self._row(session, sid)
-                if row is None:
-                    log.warning("gather for an unknown Twilio call; hanging up")
-                    return apology()
-                call_id, saved = row.call_id, row.ivr_state
+        def produce(session: Session) -> str:
+            row = self._row(session, sid)
+            if row is None:
+                log.warning("gather for an unknown Twilio call; hanging up")
+                return apology()
+            call_id, saved = row.call_id, row.ivr_state
             if not saved:
                 finished = VoiceResponse()
                 finished.hangup()  # the IVR is already over for this call
@@ -202,32 +207,52 @@ class TwilioWebhooks:
             self.ivr.adopt(call_id, state_from_dict(saved))
             digits = form.get("Digits", "")
             speech = form.get("SpeechResult", "").strip()
-            with self.backend.capture(call_id) as capture:
-                if digits:
-                    self.bus.publish(DigitsReceived(call_id, digits=digits))
-                elif speech:
-                    self.bus.publish(SpeechHeard(call_id, text=speech, confidence=_confidence(form)))
-                else:
-                    self.bus.publish(InputTimedOut(call_id))
-            return self._answer(sid, call_id, capture, seq + 1)
+            event: object
+            if digits:
+                event = DigitsReceived(call_id, digits=digits)
+            elif speech:
+                event = SpeechHeard(call_id, text=speech, confidence=_confidence(form))
+            else:
+                event = InputTimedOut(call_id)
+            return self._answer(session, sid, call_id, self._publish_until_performed(call_id, event), seq + 1)
 
         return self.once(sid, f"gather-{seq}", produce)
 
-    def _answer(self, sid: str, call_id: str, capture: Capture, seq: int) -> str:
-        if not capture.actions:
+    def _publish_until_performed(self, call_id: str, event: object) -> Capture:
+        """Publish on a bus worker and return as soon as the IVR has performed its action.
+
+        Twilio needs only the TwiML; what the event sets off after that (the router looking for an
+        agent once the call is queued) goes on in the worker instead of delaying the answer.
+        """
+        capture = Capture(call_id)
+
+        def run() -> None:
+            try:
+                with self.backend.capture(call_id, into=capture):
+                    self.bus.publish(event)
+            finally:
+                capture.performed.set()
+
+        self._bus_workers.submit(run)
+        if not capture.performed.wait(self.perform_timeout):
+            log.error("call %s: the IVR did not act within %.1fs", call_id, self.perform_timeout)
+        return capture
+
+    def _answer(self, session: Session, sid: str, call_id: str, capture: Capture, seq: int) -> str:
+        action = capture.close()
+        if action is None:
             log.error("call %s: the IVR performed nothing for this webhook", call_id)
             return apology()
-        twiml = self.backend.render(capture.actions[-1], gather_url=self.backend.urls.of(f"gather/{seq}"))
-        self._save_state(sid, call_id, seq)
+        twiml = self.backend.render(action, gather_url=self.backend.urls.of(f"gather/{seq}"))
+        self._save_state(session, sid, call_id, seq)
         return twiml
 
-    def _save_state(self, sid: str, call_id: str, seq: int) -> None:
+    def _save_state(self, session: Session, sid: str, call_id: str, seq: int) -> None:
         state = self.ivr.state_of(call_id)
-        with session_scope(self.sessions) as session:
-            row = self._row(session, sid)
-            if row is not None:
-                row.ivr_state = state_to_dict(state) if state is not None and not state.finished else None
-                row.webhook_seq = seq
+        row = self._row(session, sid)
+        if row is not None:
+            row.ivr_state = state_to_dict(state) if state is not None and not state.finished else None
+            row.webhook_seq = seq
 
     def save_live_state(self, call_id: str) -> int:
         """For an action pushed outside a webhook: the next Gather number, state saved."""
@@ -237,7 +262,8 @@ class TwilioWebhooks:
             if row is None:
                 raise KeyError(call_id)
             sid, seq = row.ref, row.webhook_seq + 1
-        self._save_state(sid, call_id, seq)
+        with session_scope(self.sessions) as session:
+            self._save_state(session, sid, call_id, seq)
         return seq
 
     # -- queue -----------------------------------------------------------------------------------------
@@ -281,7 +307,7 @@ class TwilioWebhooks:
     def agent_answered(self, call_id: str, agent_id: int, form: dict[str, str]) -> str:
         leg = form.get("CallSid", "") or "-"
 
-        def produce() -> str:
+        def produce(session: Session) -> str:
             self.bus.publish(AgentAnswered(call_id, agent_id=agent_id))
             return str(VoiceResponse())
 
@@ -291,7 +317,7 @@ class TwilioWebhooks:
         status = form.get("DialCallStatus", "")
         leg = form.get("DialCallSid", "") or status
 
-        def produce() -> str:
+        def produce(session: Session) -> str:
             response = VoiceResponse()
             if status in AGENT_MISSED:
                 self.bus.publish(AgentNoAnswer(call_id, agent_id=agent_id))
@@ -315,12 +341,11 @@ class TwilioWebhooks:
         if status not in FINAL_STATUSES:
             return str(VoiceResponse())
 
-        def produce() -> str:
-            with self.sessions() as session:
-                row = self._row(session, sid)
-                platform = session.scalar(select(WebhookResponse.id).where(
-                    WebhookResponse.backend == BACKEND, WebhookResponse.ref == sid,
-                    WebhookResponse.step == PLATFORM_HANGUP)) is not None
+        def produce(session: Session) -> str:
+            row = self._row(session, sid)
+            platform = session.scalar(select(WebhookResponse.id).where(
+                WebhookResponse.backend == BACKEND, WebhookResponse.ref == sid,
+                WebhookResponse.step == PLATFORM_HANGUP)) is not None
             if row is not None:
                 self.bus.publish(CallHungUp(row.call_id, by="platform" if platform else "caller", cause=status))
             return str(VoiceResponse())
@@ -334,10 +359,9 @@ class TwilioWebhooks:
         if form.get("RecordingStatus", "completed") != "completed" or not (recording_sid and url):
             return str(VoiceResponse())
 
-        def produce() -> str:
-            with self.sessions() as session:
-                row = self._row(session, sid)
-                call_id = row.call_id if row is not None else ""
+        def produce(session: Session) -> str:
+            row = self._row(session, sid)
+            call_id = row.call_id if row is not None else ""
             if not call_id:
                 log.warning("recording %s for an unknown call", recording_sid)
                 return str(VoiceResponse())
@@ -375,6 +399,11 @@ class TwilioWebhooks:
     def wait_for_downloads(self, timeout: float = 10.0) -> None:
         for thread in list(self._downloads):
             thread.join(timeout)
+
+    def drain(self) -> None:
+        """Wait for the work events set off after their webhooks answered (tests, shutdown)."""
+        self._bus_workers.shutdown(wait=True)
+        self._bus_workers = ThreadPoolExecutor(max_workers=self._bus_worker_count, thread_name_prefix="twilio-bus")
 
 
 def _int(value: str | None, default: int = 0) -> int:

@@ -67,6 +67,7 @@ class Worker:
         return [e for e in self.events if isinstance(e, kind)]
 
     def close(self) -> None:
+        self.app.extensions["twilio_webhooks"].drain()
         self.platform.stop()
         self.engine.dispose()
 
@@ -367,3 +368,16 @@ def test_bad_requests_get_clear_answers(worker: Worker) -> None:
         sid = "CA" + "9" * 32
         post_signed(worker.client, "/twilio/voice", call_params(sid, "+15550100001"))
         worker.backend.connect_agent(call_of(worker, sid).id, AgentEndpoint(1, "browser"), 10)
+
+
+def test_console_app_serves_the_webhooks(worker: Worker, twilio_settings: Settings) -> None:
+    """The console app registers ``/twilio/`` when the platform runs the Twilio backend: a signed
+    webhook passes without a CSRF token (Twilio cannot send one), an unsigned one still gets 403."""
+    from agent_console.app import create_app
+
+    app = create_app(twilio_settings, platform=worker.platform)
+    client = app.test_client()
+    params = call_params("CA" + "a1" * 16, demo_customer(1)["phone"])
+    assert twiml(post_signed(client, "/twilio/voice", params)).find("Gather") is not None
+    assert post_signed(client, "/twilio/voice", params, signature="").status_code == 403
+    app.extensions["twilio_webhooks"].drain()
