@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import multiprocessing as mp
 import os
 import queue
@@ -83,12 +84,15 @@ def build_server(workdir: Path, threads: int) -> tuple[Any, Any, Any, Any]:
 
 
 # -- client side (separate process) ----------------------------------------------------------------
-def plan_requests(kind: str, total: int, rate: float, phones: list[str]) -> list[tuple[float, str, bytes, dict[str, str], str]]:
+Planned = tuple[float, str, bytes, dict[str, str], str]
+
+
+def plan_requests(kind: str, total: int, rate: float, phones: list[str]) -> list[Planned]:
     """(due offset seconds, path, body, headers, expected tag) for every request, signed in advance."""
     from twilio.request_validator import RequestValidator
 
     validator = RequestValidator(AUTH_TOKEN)
-    plan: list[tuple[float, str, bytes, dict[str, str], str]] = []
+    plan: list[Planned] = []
     gap = 1.0 / rate
     if kind == "static":
         for i in range(total):
@@ -107,8 +111,8 @@ def plan_requests(kind: str, total: int, rate: float, phones: list[str]) -> list
     slots.extend(("gather", n) for n in pending)
     for i, (what, n) in enumerate(slots):
         sid = f"CA{n:032d}"
-        params = {"AccountSid": ACCOUNT_SID, "ApiVersion": "2010-04-01", "CallSid": sid, "From": phones[n % len(phones)],
-                  "To": "+15550001000", "Direction": "inbound",
+        params = {"AccountSid": ACCOUNT_SID, "ApiVersion": "2010-04-01", "CallSid": sid,
+                  "From": phones[n % len(phones)], "To": "+15550001000", "Direction": "inbound",
                   "CallStatus": "ringing" if what == "voice" else "in-progress"}
         if what == "voice":
             path, expect = "/twilio/voice", "<Gather"
@@ -124,7 +128,7 @@ def plan_requests(kind: str, total: int, rate: float, phones: list[str]) -> list
 def run_load(port: int, kind: str, total: int, rate: float, phones: list[str], connections: int,
              out: Any) -> None:
     plan = plan_requests(kind, total, rate, phones)
-    jobs: queue.Queue[tuple[float, str, bytes, dict[str, str], str] | None] = queue.Queue()
+    jobs: queue.Queue[Planned | None] = queue.Queue()
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -175,7 +179,7 @@ def summarise(name: str, result: dict[str, Any], rate: float) -> dict[str, Any]:
     n = len(lat)
 
     def pct(p: float) -> float:
-        return lat[min(n - 1, int(round(p / 100.0 * n + 0.5)) - 1)] if n else float("nan")
+        return lat[min(n - 1, math.ceil(p / 100.0 * n) - 1)] if n else float("nan")
 
     return {"name": name, "requests": n, "target_rate": rate, "achieved_rate": round(n / result["elapsed"], 1),
             "p50_ms": round(pct(50), 2), "p90_ms": round(pct(90), 2), "p99_ms": round(pct(99), 2),
@@ -218,7 +222,8 @@ def main() -> int:
         engine.dispose()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    header = f"{'endpoint':<8} {'requests':>8} {'rate/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'errors':>6}"
+    header = (f"{'endpoint':<8} {'requests':>8} {'rate/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
+              f"{'max ms':>7} {'errors':>6}")
     print(header)
     print("-" * len(header))
     for r in rows:
