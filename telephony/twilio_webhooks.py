@@ -200,11 +200,6 @@ class TwilioWebhooks:
                 log.warning("gather for an unknown Twilio call; hanging up")
                 return apology()
             call_id, saved = row.call_id, row.ivr_state
-            if not saved:
-                finished = VoiceResponse()
-                finished.hangup()  # the IVR is already over for this call
-                return str(finished)
-            self.ivr.adopt(call_id, state_from_dict(saved))
             digits = form.get("Digits", "")
             speech = form.get("SpeechResult", "").strip()
             event: object
@@ -214,6 +209,10 @@ class TwilioWebhooks:
                 event = SpeechHeard(call_id, text=speech, confidence=_confidence(form))
             else:
                 event = InputTimedOut(call_id)
+            if not saved:
+                # Past the IVR (e.g. the post-call survey, run by its own service in this process).
+                return self._after_ivr(session, row, event)
+            self.ivr.adopt(call_id, state_from_dict(saved))
             return self._answer(session, sid, call_id, self._publish_until_performed(call_id, event), seq + 1)
 
         return self.once(sid, f"gather-{seq}", produce)
@@ -323,11 +322,29 @@ class TwilioWebhooks:
                 self.bus.publish(AgentNoAnswer(call_id, agent_id=agent_id))
                 response.enqueue(self._queue_of(call_id), wait_url=self.backend.urls.of("wait"),
                                  wait_url_method="POST", action=self.backend.urls.of("queue-exit"), method="POST")
-            else:
-                response.hangup()  # the conversation took place and is over
-            return str(response)
+                return str(response)
+            # The agent's leg ended and the caller is still on the line: whatever the platform does
+            # next (the post-call survey) becomes this answer; otherwise the call ends.
+            row = session.scalar(select(BackendCall).where(BackendCall.backend == BACKEND,
+                                                           BackendCall.call_id == call_id))
+            if row is None:
+                response.hangup()
+                return str(response)
+            return self._after_ivr(session, row, CallHungUp(call_id, by="agent", cause="agent hung up"))
 
         return self.once(call_id, f"agent-result-{agent_id}-{leg}", produce)
+
+    def _after_ivr(self, session: Session, row: BackendCall, event: object) -> str:
+        """Publish in this thread; the action performed for the call (if any) is the answer."""
+        with self.backend.capture(row.call_id) as capture:
+            self.bus.publish(event)
+        action = capture.close()
+        if action is None:
+            response = VoiceResponse()
+            response.hangup()
+            return str(response)
+        row.webhook_seq += 1
+        return self.backend.render(action, gather_url=self.backend.urls.of(f"gather/{row.webhook_seq}"))
 
     def _queue_of(self, call_id: str) -> str:
         with self.sessions() as session:
