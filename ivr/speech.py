@@ -121,7 +121,7 @@ class SpeechGate:
     """Listens to callers while a speech-enabled ``Gather`` is open; one recogniser per call.
 
     ``listen(call_id, phrases)`` when the gather starts, ``feed(call_id, pcm16)`` with caller audio,
-    ``stop(call_id)`` when the gather ends. Vosk's endpointing (silence after speech) ends an
+    ``stop_listening(call_id)`` when the gather ends. Vosk's endpointing (silence after speech) ends
     utterance; the first utterance yields one ``on_result(call_id, match)`` and listening stops, as
     the engine moves on (matched) or re-prompts (no match, confidence 0).
     """
@@ -136,7 +136,7 @@ class SpeechGate:
     def listen(self, call_id: str, phrases: Iterable[str]) -> bool:
         grammar = PhraseGrammar(self.model, phrases)
         if not grammar.phrases:
-            self.stop(call_id)
+            self.stop_listening(call_id)
             return False
         with self._lock:
             self._calls[call_id] = _Listening(grammar)
@@ -146,7 +146,7 @@ class SpeechGate:
         with self._lock:
             return call_id in self._calls
 
-    def stop(self, call_id: str) -> None:
+    def stop_listening(self, call_id: str) -> None:
         with self._lock:
             self._calls.pop(call_id, None)
 
@@ -161,7 +161,7 @@ class SpeechGate:
             result = json.loads(state.recogniser.Result())
         if not result.get("text"):
             return  # endpoint on silence only: keep listening
-        self.stop(call_id)
+        self.stop_listening(call_id)
         self.on_result(call_id, state.grammar.match(result, self.threshold))
 
     def flush(self, call_id: str) -> SpeechMatch | None:
@@ -211,16 +211,16 @@ class SpeechBackend:
         if isinstance(action, Gather) and action.speech_phrases and not action.sensitive:
             self.gate.listen(call_id, action.speech_phrases)
         else:
-            self.gate.stop(call_id)
+            self.gate.stop_listening(call_id)
         self.inner.perform(call_id, action)
 
     def connect_agent(self, call_id: str, agent: AgentEndpoint, ring_seconds: float) -> None:
-        self.gate.stop(call_id)
+        self.gate.stop_listening(call_id)
         self.inner.connect_agent(call_id, agent, ring_seconds)
 
     def hold(self, call_id: str, on: bool) -> None:
         self.inner.hold(call_id, on)
 
     def hangup(self, call_id: str) -> None:
-        self.gate.stop(call_id)
+        self.gate.stop_listening(call_id)
         self.inner.hangup(call_id)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,8 +35,11 @@ AGENT_BUTTON = "agent"
 
 class RecordingService:
     def __init__(self, directory: str | Path, factory: sessionmaker[Session], *,
-                 transcribe: bool = True, max_attempts: int = 5) -> None:
+                 transcribe: bool = True, max_attempts: int = 5,
+                 drain: Callable[[], None] | None = None) -> None:
         self.directory = Path(directory)
+        self.drain = drain
+        """Waits for audio still queued between the media thread and :meth:`feed` (``AudioTap.drain``)."""
         self.factory = factory
         self.transcribe = transcribe
         self.max_attempts = max_attempts
@@ -72,6 +76,8 @@ class RecordingService:
 
     def finish(self, call_id: str) -> list[int]:
         """Close the call's recordings, save their rows, queue their transcription; returns the row ids."""
+        if self.drain is not None and self.recorder(call_id) is not None:
+            self.drain()
         with self._lock:
             recorder = self._calls.pop(call_id, None)
         if recorder is None:

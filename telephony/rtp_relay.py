@@ -92,6 +92,9 @@ class RtpSession:
         # RFC 4733 de-duplication: one digit per event, however many packets carry it
         self._event_ts: int | None = None
         self._event_ended = False
+        self.on_audio: Callable[[bytes], None] | None = None
+        """Receives each audio frame as 16-bit PCM (recording, speech); runs in the media thread,
+        so it must only hand the frame on (see ``recordings.tap.AudioTap``)."""
 
     # ---- control (any thread) ------------------------------------------------------------
     def set_remote(self, host: str, port: int) -> None:
@@ -218,6 +221,12 @@ class RtpSession:
                     self.stats.received_loud += 1
             except Exception:
                 pass
+        tap = self.on_audio
+        if tap is not None:
+            try:
+                tap(decode(payload, pt))
+            except Exception:  # a recorder problem must never stop the call's audio
+                log.exception("audio tap failed")
         peer = self._peer
         if peer is not None and not peer.closed:
             try:

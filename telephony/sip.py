@@ -187,6 +187,9 @@ class SipBackend:
         self.hardened = hardened
         self.bus: EventBus | None = None
         self.media = MediaEngine(settings.host, settings.rtp_port_low, settings.rtp_port_high)
+        self.audio_sink: Callable[[str, str, bytes], None] | None = None
+        """``(call_id, "caller"|"agent", pcm16)`` for every received audio frame (recording, speech
+        menus); called in the media thread, so it must only queue the frame."""
         self.clips = ClipCache()
         self._hold_music_path = hold_music
         self._hold_music: dict[int, EncodedClip] = {}
@@ -403,6 +406,9 @@ class SipBackend:
         except NoRtpPortError:
             self._reject(msg, addr, 503, "Service Unavailable")
             return
+        sink = self.audio_sink
+        if sink is not None:
+            media.on_audio = lambda pcm: sink(call_id, "caller", pcm)
         contact = uri_of(msg.get("contact")) or uri_of(msg.get("from"))
         routes = msg.get_all("record-route")
         leg = Leg(
@@ -764,6 +770,10 @@ class SipBackend:
         except NoRtpPortError:
             self._publish(AgentNoAnswer(call.call_id, agent_id=agent_id))
             return
+        sink = self.audio_sink
+        if sink is not None and purpose == "agent":
+            call_id = call.call_id
+            media.on_audio = lambda pcm: sink(call_id, "agent", pcm)
         sip_call_id = f"{_new_tag(20)}@{self.address[0]}"
         local_tag = _new_tag()
         target = host_port_of(uri)
