@@ -19,6 +19,7 @@ for silence, ``"hangup"``), plus optional barge-in digits for ``STREAM FILE``.
 from __future__ import annotations
 
 import contextlib
+import queue
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -54,8 +55,9 @@ def agi_environment(*, uniqueid: str, caller: str, dialled: str = "1000",
 class AgiCaller:
     port: int
     env: dict[str, str]
-    script: list[str | None]
-    """What the caller does at each GET DATA: digits, ``None`` (silence) or ``"hangup"``."""
+    script: list[str | None] | queue.Queue[str | None]
+    """What the caller does at each GET DATA: digits, ``None`` (silence) or ``"hangup"``; a queue
+    makes the caller interactive (the test feeds each answer when it wants)."""
     barge: dict[int, str] = field(default_factory=dict)
     """STREAM FILE number (0-based) → digit the caller presses during it."""
     commands: list[str] = field(default_factory=list)
@@ -68,6 +70,8 @@ class AgiCaller:
         self._thread = threading.Thread(target=self._run, name="agi-caller", daemon=True)
         self._streams = 0
         self._dead = False
+        self.turns = 0
+        """How many times the caller has been asked for input (interactive use waits on this)."""
 
     def start(self) -> AgiCaller:
         self._thread.start()
@@ -114,7 +118,14 @@ class AgiCaller:
         if head == "GET DATA":
             name = verb[2].split(" ", 1)[0]
             self.played.append(name)
-            action = self.script.pop(0) if self.script else "hangup"
+            self.turns += 1
+            if isinstance(self.script, queue.Queue):
+                try:
+                    action = self.script.get(timeout=10)
+                except queue.Empty:
+                    action = "hangup"
+            else:
+                action = self.script.pop(0) if self.script else "hangup"
             if action == "hangup":
                 self._dead = True
                 return "HANGUP\n200 result=-1\n"
