@@ -27,8 +27,10 @@ from telephony.audio import FRAME_SAMPLES, SAMPLE_RATE, ULAW_SILENCE
 
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
-MAX_QUEUED = 3
-"""Frames kept for the browser; more means the caller side ran ahead, and old audio is dropped."""
+MAX_QUEUED = 4
+"""Frames kept for the browser at most; more means the caller side ran ahead, and old audio is dropped."""
+TRIM_AFTER = 25
+"""Pulls in a row with a spare frame queued (0.5 s) before one is dropped to keep the delay at one frame."""
 
 
 class CallerAudioTrack(MediaStreamTrack):
@@ -44,6 +46,8 @@ class CallerAudioTrack(MediaStreamTrack):
         self.frames_sent = 0
         self.frames_from_caller = 0
         self.overflow = 0
+        self.trimmed = 0
+        self._spare_streak = 0
 
     def push(self, ulaw: bytes) -> None:
         """A 20 ms μ-law frame from the caller (called on the asyncio loop)."""
@@ -68,6 +72,15 @@ class CallerAudioTrack(MediaStreamTrack):
                 self._start, self._count = now, 0
         pts = self._count * FRAME_SAMPLES
         self._count += 1
+        if len(self._queue) >= 2:
+            # The caller's clock and ours started out of phase or drift: don't let that become delay.
+            self._spare_streak += 1
+            if self._spare_streak >= TRIM_AFTER:
+                self._queue.popleft()
+                self.trimmed += 1
+                self._spare_streak = 0
+        else:
+            self._spare_streak = 0
         if self._queue:
             ulaw = self._queue.popleft()
             self.frames_from_caller += 1
