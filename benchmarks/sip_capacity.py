@@ -14,6 +14,12 @@ Stacks, each in its own process, registered to the same Debian kamailio (registr
   works behind a registrar (it answers to the registrar's address; DESIGN.md §5), hence kamailio
   for both.
 
+A third row, **floor**, is our media engine alone in its own process (no SIP, no IVR, no database)
+sending the same number of streams: the RTP jitter this machine allows at that moment, so a high
+p99 can be told apart from a slow endpoint. RTP arrival times are kernel timestamps
+(``SO_TIMESTAMPNS``), so the measuring process's own scheduling does not count. The 1-minute load
+average is printed next to every row.
+
 Measured per stack: completed / failed calls (sipp), INVITE→200 OK p50/p99 (sipp RTD), RTP
 send-interval p50/p99/max at the receiver (a sink process; 1 call in 5 sends its RTP there, the
 rest to a discard port), CPU of the endpoint process per concurrent call (/proc), and its RSS
@@ -32,6 +38,7 @@ import json
 import multiprocessing as mp
 import os
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -45,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 CALLER = "5551234"
 NUMBER = "1000"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 
 
 # ---- the stacks under test (run as child processes) -------------------------------------------
@@ -110,6 +118,53 @@ def serve_stock(registrar: str, sip_port: int, prompt: str, rtp_low: int, rtp_hi
         phone.stop()
 
 
+def serve_floor(sessions: int, seconds: float) -> None:
+    """The machine's scheduling floor: our media engine alone (no SIP, no IVR), kernel-timestamped."""
+    from telephony.audio import PCMU, EncodedClip
+    from telephony.rtp_relay import MediaEngine
+
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+    sink.bind(("127.0.0.1", 0))
+    sink.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    sink.settimeout(0.5)
+    engine = MediaEngine("127.0.0.1")
+    engine.start()
+    clip = EncodedClip("tone", PCMU, (b"\x01" * 160,) * 50)
+    for _ in range(sessions):
+        session = engine.open_session(PCMU, 101)
+        session.set_remote("127.0.0.1", sink.getsockname()[1])
+        session.set_background(clip)
+    last: dict[bytes, float] = {}
+    intervals: list[float] = []
+    start = time.time()
+    while time.time() - start < seconds:
+        try:
+            data, ancillary, _flags, _addr = sink.recvmsg(2048, 64)
+        except TimeoutError:
+            continue
+        sec, nsec = struct.unpack("qq", ancillary[0][2][:16])
+        now = sec + nsec / 1e9
+        key = data[8:12]
+        if key in last and now - start > 1.0:
+            intervals.append((now - last[key]) * 1000)
+        last[key] = now
+    engine.stop()
+    print(json.dumps({"p50_ms": pct(intervals, 0.5), "p99_ms": pct(intervals, 0.99),
+                      "max_ms": round(max(intervals), 2) if intervals else float("nan"),
+                      "intervals": len(intervals)}), flush=True)
+
+
+def run_floor(sessions: int, seconds: float) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "--serve", "floor", str(sessions), str(seconds)],
+                         capture_output=True, text=True, timeout=seconds + 60, check=True)
+    rtp = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"stack": "floor", "calls": sessions, "concurrent": sessions, "rate": 0, "hold_s": seconds,
+            "sipp_rc": 0, "completed": "-", "failed": "-", "invite_200_p50_ms": "-", "invite_200_p99_ms": "-",
+            "rtp": rtp, "plateau_cpu_pct": "-", "cpu_pct_per_call": "-", "mb_per_call_hour": "-",
+            "loadavg_1m_after": round(os.getloadavg()[0], 2)}
+
+
 # ---- measuring -----------------------------------------------------------------------------------
 def rtp_sink(port_q: Any, stop: Any, result_q: Any) -> None:
     """Receives sampled calls' RTP; reports inter-arrival times per stream (after the first 2 s)."""
@@ -121,16 +176,22 @@ def rtp_sink(port_q: Any, stop: Any, result_q: Any) -> None:
     discard.bind(("127.0.0.1", 0))
     port_q.put((measure.getsockname()[1], discard.getsockname()[1]))
     measure.settimeout(0.2)
+    # Kernel receive timestamps: the sink's own scheduling delays do not count as sender jitter.
+    measure.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     first: dict[int, float] = {}
     last: dict[int, float] = {}
     intervals: list[float] = []
     packets = 0
     while not stop.is_set():
         try:
-            data = measure.recv(2048)
+            data, ancillary, _flags, _addr = measure.recvmsg(2048, 64)
         except TimeoutError:
             continue
-        now = time.monotonic()
+        now = time.time()
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
+                sec, nsec = struct.unpack("qq", value[:16])
+                now = sec + nsec / 1e9
         if len(data) < 12 or (data[1] & 0x7F) not in (0, 8):
             continue
         packets += 1
@@ -244,6 +305,7 @@ def run_stack(stack: str, calls: int, rate: float, hold_s: float, sample_every: 
     else:
         cpu_pct = rss_growth = mb_per_call_minute = float("nan")
         span = 0.0
+    load = os.getloadavg()
     stats = read_sipp_stats(work)
     rtd = read_rtt(work)
     return {
@@ -256,6 +318,7 @@ def run_stack(stack: str, calls: int, rate: float, hold_s: float, sample_every: 
         "rss_start_mb": round(window[0][2], 1) if window else float("nan"),
         "rss_growth_mb": round(rss_growth, 2), "mb_per_call_minute": round(mb_per_call_minute, 4),
         "mb_per_call_hour": round(mb_per_call_minute * 60, 2),
+        "loadavg_1m_after": round(load[0], 2),
     }
 
 
@@ -303,13 +366,16 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="new calls per second (sipp -r)")
     parser.add_argument("--hold", type=float, default=30.0, help="hold seconds per call")
     parser.add_argument("--stacks", nargs="*", default=["ours", "stock"])
+    parser.add_argument("--no-floor", action="store_true", help="skip the media-only scheduling floor row")
     parser.add_argument("--sample-every", type=int, default=5, help="1 call in N sends RTP to the measuring sink")
     parser.add_argument("--keep", help="keep the work directories (sipp logs) under this path")
     parser.add_argument("--serve", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         kind, *rest = args.serve
-        if kind == "ours":
+        if kind == "floor":
+            serve_floor(int(rest[0]), float(rest[1]))
+        elif kind == "ours":
             serve_ours(rest[0], int(rest[1]), rest[2], int(rest[3]), int(rest[4]))
         else:
             serve_stock(rest[0], int(rest[1]), rest[2], int(rest[3]), int(rest[4]))
@@ -332,6 +398,10 @@ def main() -> None:
                                        Path(tmp) / f"{stack}-{level}", kamailio)
                     results.append(result)
                     time.sleep(2)
+                if args.no_floor:
+                    continue
+                print(f"… floor: media engine alone, {level} streams", file=sys.stderr, flush=True)
+                results.append(run_floor(level, 8.0 if args.quick else 15.0))
         finally:
             kamailio.stop()
     print_table(results)
@@ -340,7 +410,8 @@ def main() -> None:
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    cols = [("stack", "stack"), ("concurrent", "conc"), ("completed", "ok"), ("failed", "fail"),
+    cols = [("stack", "stack"), ("loadavg_1m_after", "load"), ("concurrent", "conc"), ("completed", "ok"),
+            ("failed", "fail"),
             ("invite_200_p50_ms", "inv→200 p50"), ("invite_200_p99_ms", "p99 ms"),
             ("rtp_p50", "rtp p50"), ("rtp_p99", "rtp p99"), ("rtp_max", "rtp max"),
             ("plateau_cpu_pct", "cpu %"), ("cpu_pct_per_call", "cpu %/call"), ("mb_per_call_hour", "MB/call-h")]

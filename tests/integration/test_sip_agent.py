@@ -61,6 +61,18 @@ def test_agent_answers_talks_both_ways_and_hangs_up(sip_platform: RunningPlatfor
             assert caller_media.stats.received_loud > 5
             assert caller_media.stats.relayed > 50
 
+            # hold: the caller hears music, nothing is relayed either way; un-hold re-bridges
+            sip_platform.backend.hold(call_id, True)
+            time.sleep(0.3)
+            relayed = (caller_media.stats.relayed, agent_media.stats.relayed)
+            loud = sink.loud_frames
+            time.sleep(1.5)
+            assert (caller_media.stats.relayed, agent_media.stats.relayed) == relayed
+            assert sink.loud_frames - loud > 10  # hold music
+            sip_platform.backend.hold(call_id, False)
+            time.sleep(1.0)
+            assert agent_media.stats.relayed > relayed[1]
+
             agent.hangup()
             hung = sip_platform.log.wait_for(CallHungUp, timeout=10)
             assert hung.call_id == call_id and hung.by == "agent"
