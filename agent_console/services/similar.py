@@ -104,4 +104,17 @@ def find_similar(db: Session, call: Call, limit: int = 5, text: str = "") -> lis
             )
         )
     ranked.sort(key=lambda s: (s.score, s.ended_at), reverse=True)
-    return ranked[:limit]
+    # The same written solution found on many calls is one piece of knowledge: show it once.
+    unique: list[SimilarCall] = []
+    seen: set[str] = set()
+    for found in ranked:
+        text = _strip_login(found.note).lower().strip() or found.call_id
+        if text not in seen:
+            seen.add(text)
+            unique.append(found)
+    return unique[:limit]
+
+
+def _strip_login(note: str) -> str:
+    """Wrap-up notes start each line with ``[login]``; two agents writing the same solution match."""
+    return re.sub(r"^\[[^\]]*\]\s*", "", note, flags=re.M)
