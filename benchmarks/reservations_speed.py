@@ -42,6 +42,10 @@ def _fresh(url: str) -> None:
     engine.dispose()
 
 
+BATCH = 100
+"""Reservations a process attempts per snapshot: one ``Router.assign`` round returns a batch like this."""
+
+
 def _scenario(
     url: str, name: str, *, processes: int, agents: int, calls: int, mode: str, cycle: bool, target: int
 ) -> dict[str, Any]:
@@ -55,6 +59,7 @@ def _scenario(
         cycle=cycle,
         max_seconds=120,
         max_reservations=(target // processes + 1) if cycle else 10**9,
+        batch=BATCH,
     )
     wall = time.perf_counter() - started
     offers = [o for r in results for o in r.offers]
@@ -93,14 +98,22 @@ def main(argv: list[str] | None = None) -> int:
 
     def suite(url_for: Any, db: str) -> list[dict[str, Any]]:
         out = []
-        for name, mode, cycle, n_agents, n_calls in [
-            ("naive baseline (one round)", "naive", False, agents, 2 * agents),
-            ("atomic (one round)", "atomic", False, agents, 2 * agents),
-            ("atomic (offer+answer+free cycle)", "atomic", True, max(8, agents // 20), served),
+        for name, mode, cycle, n_agents, n_calls, procs in [
+            ("naive baseline (one round)", "naive", False, agents, 2 * agents, p),
+            ("atomic, 1 process (reference)", "atomic", False, agents, 2 * agents, 1),
+            ("atomic (one round)", "atomic", False, agents, 2 * agents, p),
+            ("atomic (offer+answer+free cycle)", "atomic", True, max(8, agents // 20), served, p),
         ]:
             url = url_for()
             row = _scenario(
-                url, name, processes=p, agents=n_agents, calls=n_calls, mode=mode, cycle=cycle, target=served
+                url,
+                name,
+                processes=procs,
+                agents=n_agents,
+                calls=n_calls,
+                mode=mode,
+                cycle=cycle,
+                target=served,
             )
             row["database"] = db
             out.append(row)

@@ -241,6 +241,12 @@ _TAKE_AGENT = (
     )
     .values(state=AgentState.RINGING.value, state_since=bindparam("now"), state_reason="")
 )
+_PEEK = select(
+    select(_entries.c.status).where(_entries.c.call_id == bindparam("c")).scalar_subquery(),
+    select(_agents.c.state)
+    .where(_agents.c.id == bindparam("a"), _agents.c.active.is_(True))
+    .scalar_subquery(),
+)
 _INSERT_RESERVATION = insert(_reservations).returning(_reservations.c.id)
 _MARK_CALL_OFFERED = (
     update(_calls)
@@ -270,6 +276,11 @@ def reserve(
 ) -> Offer | None:
     """Reserve ``agent_id`` for ``call_id``, or return None if either was taken meanwhile (by this or
     another process). Commit right after; on an IntegrityError (the UNIQUE safety net) roll back."""
+    # A lock-free look first: most lost races are visible before writing, and on SQLite a doomed
+    # write would still queue for the single write lock. The conditional UPDATEs below decide.
+    peek = session.execute(_PEEK, {"c": call_id, "a": agent_id}).first()
+    if peek is None or peek[0] != "waiting" or peek[1] != AgentState.AVAILABLE.value:
+        return None
     # Call first, then agent: every process takes row locks in this order, so two of them never
     # wait on each other in a cycle.
     taken = session.execute(_TAKE_CALL, {"c": call_id, "now": now}).all()

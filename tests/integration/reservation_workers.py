@@ -152,9 +152,10 @@ def _entry(
     max_seconds: float,
     cycle: bool,
     max_reservations: int,
+    batch: int,
 ) -> None:
     try:
-        results.put((index, race(url, barrier, mode, 1000 + index, max_seconds, cycle, max_reservations)))
+        results.put((index, race(url, barrier, mode, 1000 + index, max_seconds, cycle, max_reservations, batch)))
     except BaseException as exc:
         results.put((index, repr(exc)))
         raise
@@ -168,6 +169,7 @@ def run_race(
     max_seconds: float = 30.0,
     cycle: bool = False,
     max_reservations: int = 10**9,
+    batch: int = 20,
 ) -> list[WorkerResult]:
     """Start ``processes`` real processes racing on ``url``; return what each one won."""
     import multiprocessing
@@ -178,7 +180,7 @@ def run_race(
     workers = [
         ctx.Process(
             target=_entry,
-            args=(url, barrier, results, i, mode, max_seconds, cycle, max_reservations),
+            args=(url, barrier, results, i, mode, max_seconds, cycle, max_reservations, batch),
             daemon=True,
         )
         for i in range(processes)
