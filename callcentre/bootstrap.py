@@ -114,4 +114,7 @@ def _wire_services(platform: Platform) -> None:
         platform.bus, platform.backend, platform.session_factory,
         config=DispatcherConfig.from_settings(platform.settings.routing),
     ).subscribe()
+    from recordings.wiring import install as install_recordings  # recording, speech menus, survey
+
+    platform.services.update(install_recordings(platform))
 

@@ -392,6 +392,12 @@ main.add_command(_asterisk_commands)
 from agent_console.cli import demo as _console_demo  # noqa: E402
 
 main.add_command(_console_demo)
+import recordings.cli as _recordings_cli  # noqa: E402
+
+main.add_command(_recordings_cli.recordings_group)
+main.add_command(_recordings_cli.transcribe_command)
+main.add_command(_recordings_cli.transcribe_worker_command)
+main.add_command(_recordings_cli.transcribe_jobs_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

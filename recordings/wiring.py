@@ -29,7 +29,8 @@ def install(platform: Any) -> dict[str, Any]:
     backend = platform.backend
     recordings: RecordingService | None = None
     ivr_backend = platform.ivr.backend
-    if hasattr(backend, "audio_sink"):
+    media = audio_backend(backend)
+    if media is not None:
         sinks: list[FrameSink] = []
         tap_holder: list[AudioTap] = []
         recordings = RecordingService(platform.settings.recordings.directory, platform.session_factory,
@@ -50,7 +51,7 @@ def install(platform: Any) -> dict[str, Any]:
             services["speech"] = gate
         tap = AudioTap(sinks)
         tap_holder.append(tap)
-        backend.audio_sink = tap
+        media.audio_sink = tap
         ivr_backend = RecordingBackend(ivr_backend, recordings)
         services["recordings"] = recordings
         services["audio_tap"] = tap
@@ -60,6 +61,17 @@ def install(platform: Any) -> dict[str, Any]:
         services["survey"] = SurveyService(platform.bus, backend, platform.session_factory,
                                            recordings=recordings)
     return services
+
+
+def audio_backend(backend: Any) -> Any:
+    """The backend itself, or one it wraps (``inner``), that hands out received audio frames."""
+    for _ in range(4):
+        if backend is None:
+            return None
+        if hasattr(backend, "audio_sink"):
+            return backend
+        backend = getattr(backend, "inner", None)
+    return None
 
 
 def _speech_gate(platform: Any) -> Any:
