@@ -174,6 +174,9 @@ class Dispatcher:
         self.estimate_errors = qx.EstimateErrors()
         self._announced: dict[str, datetime] = {}
         self._callback_offered: set[str] = set()
+        self._mine: set[str] = set()
+        """Calls queued through THIS process's backend: only these (and callbacks, which have no live
+        leg) are dispatched here; another process's waiting callers are its own to ring."""
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -265,6 +268,7 @@ class Dispatcher:
             self.window(decision.queue).arrival(_epoch(now))
             # The IVR's own "please hold" has just played: the first announcement comes a period later.
             self._announced.setdefault(event.call_id, now)
+            self._mine.add(event.call_id)
             self.dispatch()
 
     def on_agent_state(self, event: AgentStateChanged) -> None:
@@ -321,6 +325,7 @@ class Dispatcher:
                 window.handled(_epoch(now), seconds)
             if not cancelled.kept_for_callback:
                 self._forget(event.call_id)
+            self._mine.discard(event.call_id)  # the live leg is gone (a callback is anyone's now)
         for item in published:
             self.bus.publish(item)
         self.dispatch()
@@ -419,7 +424,9 @@ class Dispatcher:
             self.bus.publish(CallbackDue(offer.call_id, agent_id=offer.agent_id, number=offer.callback_number))
 
     def _tasks(self, session: Session, now: datetime) -> list[Task]:
-        entries = reservations.waiting_entries(session)
+        entries = [
+            e for e in reservations.waiting_entries(session) if e.call_id in self._mine or e.callback_number is not None
+        ]
         if not entries:
             return []
         missed_by: dict[str, set[str]] = {}
@@ -588,7 +595,11 @@ class Dispatcher:
         """Position (always), wait (when reliable) and the callback offer, every ``announce_every`` s."""
         plans: list[tuple[str, qx.Announcement, float]] = []
         with self.sessions() as session:
-            entries = [e for e in reservations.waiting_entries(session) if e.callback_number is None]
+            entries = [
+                e
+                for e in reservations.waiting_entries(session)
+                if e.callback_number is None and e.call_id in self._mine
+            ]
             if only is not None:
                 entries = [e for e in entries if e.call_id == only]
             staffed_by_queue: dict[str, int] = {}
@@ -657,6 +668,7 @@ class Dispatcher:
             elif context is not None:
                 self.backend.perform(request.call_id, Transfer(number=record.target, context=context))
             elif record.target_type == "queue":
+                self._mine.add(request.call_id)
                 self.dispatch()
         return record
 

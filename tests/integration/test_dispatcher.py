@@ -284,3 +284,35 @@ def test_transfers_through_the_dispatcher(platform: Platform) -> None:
         seen = tr.handover(s, call_id)
         assert seen.first_reason == "refund_over_limit"
         assert tr.transfer_counts(s) == {("warm", "refund_over_limit"): 1, ("queue", "escalate"): 1}
+
+
+def test_two_dispatchers_sharing_a_database_ring_only_their_own_callers(
+    session_factory: sessionmaker[Session], settings: Any
+) -> None:
+    """Two platforms (as two ``callcentre serve`` processes would be) on one database: each rings only
+    callers held by its own backend, and one agent is never offered two calls."""
+    from callcentre.db.session import make_engine, make_session_factory
+
+    config = DispatcherConfig(policy=rsv.ReservationPolicy(ring_seconds=15, max_consecutive_misses=2))
+    first = Platform(session_factory, config)
+    other_engine = make_engine(settings.database.url)
+    second = Platform(make_session_factory(other_engine), config)
+    try:
+        (agent,) = _seed(first.sessions, [4])
+        with first.sessions() as s:
+            s.execute(update(Agent).where(Agent.id == agent).values(state="on_call"))
+            s.commit()
+        a = first.arrive("+15550201")
+        b = second.arrive("+15550202")
+        second.free(agent)  # the agent becomes available; the second process sees it first
+        assert second.ringing(b) == agent and first.ringing(a) is None
+        first.dispatcher.dispatch()  # the first process tries too: the agent is taken
+        assert first.ringing(a) is None
+        second.backend.agent_answers(b)
+        second.backend.caller_hangs_up(b)
+        first.free(agent)
+        assert first.ringing(a) == agent
+        with first.sessions() as s:
+            assert rsv.double_assignments(s) == (0, 0)
+    finally:
+        other_engine.dispose()
