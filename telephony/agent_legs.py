@@ -1,0 +1,323 @@
+"""Agent legs: ring the agent's SIP contact, bridge caller↔agent audio, hold, transfer, hang-ups.
+
+A mixin of :class:`telephony.sip.SipBackend` (it shares the backend's socket, media engine and
+call table). We are the UAC here: INVITE with our own RTP port; 1xx waits; 2xx → ACK (through the
+route set) and the two RTP sessions relay into each other; 3xx–6xx → ACK and ``AgentNoAnswer``; no
+answer within ``ring_seconds`` → CANCEL and ``AgentNoAnswer`` while the caller stays on hold music,
+so the router can offer the call again with its place kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from callcentre.domain.events import AgentAnswered, AgentNoAnswer, CallHungUp
+from callcentre.settings import SipSettings
+from telephony.audio import EncodedClip
+from telephony.base import AgentEndpoint
+from telephony.rtp_relay import MediaEngine, NoRtpPortError
+from telephony.sdp import SdpError, build_sdp, parse_offer
+from telephony.sip_message import RawSip, host_port_of, uri_of
+from telephony.sip_state import Address, AgentLeg, CallerCall, Leg, new_tag
+
+log = logging.getLogger(__name__)
+
+AGENT_HANGUP_GRACE = 2.0
+"""After the agent hangs up, the platform has this long to give the caller a new action (a survey)."""
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
+
+
+class AgentLegs:
+    settings: SipSettings
+    address: Address
+    media: MediaEngine
+    calls: dict[str, CallerCall]
+    _by_sip: dict[str, CallerCall | AgentLeg]
+    _lock: threading.RLock
+    audio_sink: Callable[[str, str, bytes], None] | None
+
+    if TYPE_CHECKING:
+        def _publish(self, event: object) -> None: ...
+        def _send(self, data: bytes, addr: Address) -> None: ...
+        def _via(self, branch: str | None = None) -> tuple[str, str]: ...
+        def _send_in_dialog(self, leg: Leg, method: str) -> None: ...
+        def _contact_header(self) -> str: ...
+        def _music(self, payload_type: int) -> EncodedClip: ...
+        def _cancel_hold_timer(self, call: CallerCall) -> None: ...
+        def _clear_gather(self, call: CallerCall) -> None: ...
+        def _forget_sip(self, sip_call_id: str, owner: object) -> None: ...
+        def hangup(self, call_id: str) -> None: ...
+
+    def connect_agent(self, call_id: str, agent: AgentEndpoint, ring_seconds: float) -> None:
+        call = self.calls.get(call_id)
+        if call is None or call.leg.ended:
+            self._publish(AgentNoAnswer(call_id, agent_id=agent.agent_id))
+            return
+        self._dial(call, agent.agent_id, self._agent_uri(agent.contact), ring_seconds, purpose="agent")
+
+    def _agent_uri(self, contact: str) -> str:
+        if contact.startswith(("sip:", "sips:")):
+            return contact
+        registrar = self.settings.registrar
+        host = registrar if registrar else f"{self.address[0]}:{self.address[1]}"
+        return f"sip:{contact}@{host}"
+
+    def _dial(self, call: CallerCall, agent_id: int, uri: str, ring_seconds: float, purpose: str) -> None:
+        caller_media = call.leg.media
+        if caller_media is None:
+            return
+        try:
+            media = self.media.open_session(caller_media.payload_type, 101)
+        except NoRtpPortError:
+            self._publish(AgentNoAnswer(call.call_id, agent_id=agent_id))
+            return
+        sink = self.audio_sink
+        if sink is not None and purpose == "agent":
+            call_id = call.call_id
+            media.on_audio = lambda pcm: sink(call_id, "agent", pcm)
+        sip_call_id = f"{new_tag(20)}@{self.address[0]}"
+        local_tag = new_tag()
+        target = host_port_of(uri)
+        if self.settings.mode == "registered" and self.settings.registrar:
+            target = host_port_of(self.settings.registrar)  # the proxy knows where the agent registered
+        leg = Leg(sip_call_id, local_tag, target, uri,
+                  local_header=f"<sip:callcentre@{self.address[0]}:{self.address[1]}>;tag={local_tag}",
+                  remote_header=f"<{uri}>", cseq=1, media=media)
+        via, branch = self._via()
+        sdp = build_sdp(random.randint(1, 2**31), self.address[0], media.local_port, media.payload_type, 101)
+        invite = "\r\n".join([
+            f"INVITE {uri} SIP/2.0", via, "Max-Forwards: 70",
+            f"From: {leg.local_header}", f"To: {leg.remote_header}", f"Call-ID: {sip_call_id}",
+            "CSeq: 1 INVITE", self._contact_header(), f"Allow: {ALLOW}",
+            "User-Agent: callcentre (pyVoIP 1.6.8)", "Content-Type: application/sdp",
+            f"Content-Length: {len(sdp)}",
+        ]) + "\r\n\r\n" + sdp
+        agent_leg = AgentLeg(call.call_id, agent_id, leg, invite.encode(), branch, purpose=purpose)
+        with call.lock:
+            if call.agent is not None:
+                old = call.agent
+                call.agent = None
+                self._drop_agent_leg(old)
+            call.agent = agent_leg
+        with self._lock:
+            self._by_sip[sip_call_id] = agent_leg
+        agent_leg.cancel_timer = self.media.call_later(
+            ring_seconds, lambda: self._agent_ring_timeout(agent_leg))
+        self._send(agent_leg.invite, target)
+
+    def _on_agent_invite_response(self, agent: AgentLeg, msg: RawSip, number: int) -> None:
+        status = msg.status
+        if status < 200:
+            return
+        leg = agent.leg
+        if 200 <= status < 300:
+            leg.remote_header = msg.get("to")
+            contact = uri_of(msg.get("contact"))
+            if contact:
+                leg.remote_uri = contact
+            leg.routes = list(reversed(msg.get_all("record-route")))
+            if not leg.routes and self.settings.mode == "direct" and contact:
+                leg.remote = host_port_of(contact)
+            self._send_ack(agent, msg, number)
+            if agent.answered:
+                return  # retransmitted 200
+            if agent.failed or leg.ended:
+                self._send_in_dialog(leg, "BYE")  # answered after we gave up
+                return
+            agent.answered = True
+            if agent.cancel_timer is not None:
+                agent.cancel_timer()
+            try:
+                offer = parse_offer(msg.body.decode("utf-8", errors="replace"))
+            except SdpError:
+                offer = None
+            call = self.calls.get(agent.call_id)
+            if offer is None or call is None or leg.media is None:
+                self._send_in_dialog(leg, "BYE")
+                self._agent_failed(agent)
+                return
+            leg.media.set_remote(offer.address, offer.port)
+            pt = offer.choose_audio()
+            if pt is not None:
+                leg.media.payload_type = pt
+            self._bridge(call, agent)
+            if agent.purpose == "agent":
+                self._publish(AgentAnswered(agent.call_id, agent_id=agent.agent_id))
+            return
+        # 3xx-6xx: ACK it (same branch, hop by hop) and give the call back to the queue.
+        self._send_ack(agent, msg, number, failure=True)
+        if agent.cancel_timer is not None:
+            agent.cancel_timer()
+        self._agent_failed(agent)
+
+    def _send_ack(self, agent: AgentLeg, msg: RawSip, number: int, failure: bool = False) -> None:
+        leg = agent.leg
+        via, _ = self._via(agent.branch if failure else None)
+        uri = leg.remote_uri if not failure else uri_of(leg.remote_header)
+        lines = [
+            f"ACK {uri} SIP/2.0", via, "Max-Forwards: 70",
+            *([] if failure else [f"Route: {r}" for r in leg.routes]),
+            f"From: {leg.local_header}", f"To: {msg.get('to')}", f"Call-ID: {leg.sip_call_id}",
+            f"CSeq: {number} ACK", "Content-Length: 0",
+        ]
+        target = leg.remote
+        if not failure and leg.routes:
+            target = host_port_of(uri_of(leg.routes[0]))
+        self._send(("\r\n".join(lines) + "\r\n\r\n").encode(), target)
+
+    def _agent_ring_timeout(self, agent: AgentLeg) -> None:
+        if agent.answered or agent.failed:
+            return
+        via, _ = self._via(agent.branch)
+        leg = agent.leg
+        cancel = "\r\n".join([
+            f"CANCEL {leg.remote_uri} SIP/2.0", via, "Max-Forwards: 70",
+            f"From: {leg.local_header}", f"To: {leg.remote_header}", f"Call-ID: {leg.sip_call_id}",
+            "CSeq: 1 CANCEL", "Content-Length: 0",
+        ]) + "\r\n\r\n"
+        self._send(cancel.encode(), leg.remote)
+        self._agent_failed(agent)
+
+    def _agent_failed(self, agent: AgentLeg) -> None:
+        if agent.failed:
+            return
+        agent.failed = True
+        agent.leg.ended = True
+        call = self.calls.get(agent.call_id)
+        if call is not None:
+            with call.lock:
+                if call.agent is agent:
+                    call.agent = None
+                    media = call.leg.media
+                    if media is not None:
+                        media.unbridge()
+                        media.mute_output(False)
+        if agent.leg.media is not None:
+            agent.leg.media.close()
+            agent.leg.media = None
+        self.media.call_later(32.0, lambda: self._forget_sip(agent.leg.sip_call_id, agent))
+        if agent.purpose == "agent":
+            self._publish(AgentNoAnswer(agent.call_id, agent_id=agent.agent_id))
+        elif call is not None:
+            self.hangup(call.call_id)  # blind transfer target unreachable: nothing else to offer
+
+    def _bridge(self, call: CallerCall, agent: AgentLeg) -> None:
+        caller_media, agent_media = call.leg.media, agent.leg.media
+        if caller_media is None or agent_media is None:
+            return
+        with call.lock:
+            self._cancel_hold_timer(call)
+            self._clear_gather(call)
+            caller_media.stop_playback()
+            caller_media.set_background(None)
+            if call.on_hold:
+                agent_media.set_background(None)
+                caller_media.set_background(self._music(caller_media.payload_type))
+                return
+            caller_media.bridge(agent_media)
+            agent_media.bridge(caller_media)
+
+    def hold(self, call_id: str, on: bool) -> None:
+        call = self.calls.get(call_id)
+        if call is None:
+            return
+        with call.lock:
+            call.on_hold = on
+            agent = call.agent
+            caller_media = call.leg.media
+            if caller_media is None:
+                return
+            if agent is None or not agent.answered or agent.leg.media is None:
+                caller_media.set_background(self._music(caller_media.payload_type) if on else None)
+                return
+            agent_media = agent.leg.media
+            if on:
+                caller_media.unbridge()
+                agent_media.unbridge()
+                caller_media.set_background(self._music(caller_media.payload_type))
+                agent_media.set_background(None)
+            else:
+                caller_media.set_background(None)
+                caller_media.bridge(agent_media)
+                agent_media.bridge(caller_media)
+
+    def _agent_hung_up(self, agent: AgentLeg) -> None:
+        agent.leg.ended = True
+        call = self.calls.get(agent.call_id)
+        if agent.leg.media is not None:
+            agent.leg.media.close()
+            agent.leg.media = None
+        if call is None:
+            return
+        with call.lock:
+            if call.agent is not agent:
+                return
+            call.agent = None
+            media = call.leg.media
+            if media is not None:
+                media.unbridge()
+                media.set_background(None)
+            call.grace_timer = self.media.call_later(AGENT_HANGUP_GRACE, lambda: self._after_agent(call))
+        self._publish(CallHungUp(call.call_id, by="agent" if agent.purpose == "agent" else "transfer"))
+
+    def _after_agent(self, call: CallerCall) -> None:
+        with call.lock:
+            playing = call.leg.media is not None and call.leg.media.playing
+            idle = call.gather is None and call.agent is None and not playing
+        if idle:
+            self.hangup(call.call_id)
+
+    def _drop_agent_leg(self, agent: AgentLeg) -> None:
+        if agent.leg.ended:
+            return
+        agent.leg.ended = True
+        if agent.cancel_timer is not None:
+            agent.cancel_timer()
+        if agent.answered:
+            self._send_in_dialog(agent.leg, "BYE")
+        else:
+            agent.failed = True
+            via, _ = self._via(agent.branch)
+            leg = agent.leg
+            cancel = "\r\n".join([
+                f"CANCEL {leg.remote_uri} SIP/2.0", via, "Max-Forwards: 70",
+                f"From: {leg.local_header}", f"To: {leg.remote_header}", f"Call-ID: {leg.sip_call_id}",
+                "CSeq: 1 CANCEL", "Content-Length: 0",
+            ]) + "\r\n\r\n"
+            self._send(cancel.encode(), leg.remote)
+        if agent.leg.media is not None:
+            agent.leg.media.close()
+            agent.leg.media = None
+
+    def _blind_transfer(self, call: CallerCall, number: str) -> None:
+        """Transfer to an outside number: dial it (via the registrar/proxy if any) and bridge."""
+        if number.startswith("sip:"):
+            uri = number
+        elif self.settings.registrar:
+            uri = f"sip:{number}@{self.settings.registrar}"
+        else:
+            log.warning("call %s: transfer needs sip.registrar (a proxy/trunk) to reach outside numbers",
+                        call.call_id)
+            self.hangup(call.call_id)
+            return
+        self._dial(call, 0, uri, 30.0, purpose="transfer")
+
+    def transfer_to_agent(self, call_id: str, agent: AgentEndpoint, ring_seconds: float) -> None:
+        """Agent-to-agent blind transfer: drop the current agent leg, ring the new one, caller on hold."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return
+        with call.lock:
+            old = call.agent
+            call.agent = None
+            media = call.leg.media
+            if media is not None:
+                media.unbridge()
+                media.set_background(self._music(media.payload_type))
+        if old is not None:
+            self._drop_agent_leg(old)
+        self.connect_agent(call_id, agent, ring_seconds)

@@ -1,0 +1,85 @@
+"""Per-call state of the SIP endpoint: dialogs (legs), the caller's call, agent legs, DTMF gathers.
+
+Plain data shared by ``telephony/sip.py`` (the caller's side) and ``telephony/agent_legs.py``.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ivr.actions import Action, Gather
+from telephony.rtp_relay import RtpSession
+from telephony.sdp import MediaOffer
+from telephony.sip_message import RawSip
+
+Address = tuple[str, int]
+
+
+def new_tag(n: int = 10) -> str:
+    return "".join(random.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=n))
+
+
+@dataclass
+class GatherState:
+    action: Gather
+    digits: str = ""
+    started: bool = False
+    """True once the prompts finished (or were barged into) and the timeout runs."""
+    cancel_timer: Callable[[], None] | None = None
+    done: bool = False
+
+
+@dataclass
+class Leg:
+    """One SIP dialog: the caller's (we are UAS) or an agent's / transfer target's (we are UAC)."""
+
+    sip_call_id: str
+    local_tag: str
+    remote: Address
+    """Where requests in this dialog go (Contact, or the first Route)."""
+    remote_uri: str
+    """Request-URI for in-dialog requests (the peer's Contact)."""
+    local_header: str
+    """Our From (as UAC) / To (as UAS) value, with our tag."""
+    remote_header: str
+    routes: list[str] = field(default_factory=list)
+    cseq: int = 1
+    media: RtpSession | None = None
+    ended: bool = False
+
+
+@dataclass
+class CallerCall:
+    call_id: str
+    leg: Leg
+    invite: RawSip
+    source: Address
+    offer: MediaOffer
+    answered: bool = False
+    cancelled: bool = False
+    pending: list[Action] = field(default_factory=list)
+    gather: GatherState | None = None
+    typeahead: str = ""
+    agent: AgentLeg | None = None
+    on_hold: bool = False
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    last_response: bytes = b""
+    hold_timer: Callable[[], None] | None = None
+    grace_timer: Callable[[], None] | None = None
+
+
+@dataclass
+class AgentLeg:
+    call_id: str
+    agent_id: int
+    leg: Leg
+    invite: bytes
+    branch: str
+    answered: bool = False
+    cancel_timer: Callable[[], None] | None = None
+    failed: bool = False
+    purpose: str = "agent"
+    """``agent`` or ``transfer`` (a blind transfer to an outside number)."""
