@@ -139,8 +139,10 @@ def browsers(n: int, conn: Any, seconds: float) -> None:
             pcs.append(pc)
             tracks.append(track)
         conn.send(("ready", 0, ""))
+        cpu0, wall0 = time.process_time(), time.monotonic()
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # "stop"
         conn.send(("result", 0, json.dumps({
+            "cpu_pct": 100 * (time.process_time() - cpu0) / (time.monotonic() - wall0),
             "detections": detections, "received": received,
             "emitted": [t.emitted for t in tracks], "sent": [t.frames for t in tracks],
         })))
@@ -308,6 +310,14 @@ def bye(gateway: WebRtcGateway, agent_id: int, sip: socket.socket) -> None:
     sip.sendto(msg.encode(), gateway.address)
 
 
+async def loop_lag(samples: list[float], until: float) -> None:
+    """How late 20 ms sleeps wake on the gateway's loop: CPU starvation shows here first."""
+    while time.monotonic() < until:
+        start = time.monotonic()
+        await asyncio.sleep(0.02)
+        samples.append((time.monotonic() - start - 0.02) * 1000)
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -343,6 +353,9 @@ def run(calls: int, seconds: float) -> dict[str, Any]:
         callers.start()
         time.sleep(1.0)  # settle
         cpu0, wall0, caller_cpu0 = time.process_time(), time.monotonic(), callers.cpu
+        lag: list[float] = []
+        assert gateway._loop is not None
+        asyncio.run_coroutine_threadsafe(loop_lag(lag, time.monotonic() + seconds), gateway._loop)
         time.sleep(seconds)
         cpu1, wall1 = time.process_time(), time.monotonic()
         callers.stop()
@@ -350,8 +363,8 @@ def run(calls: int, seconds: float) -> dict[str, Any]:
         time.sleep(0.3)
         legs = {c.agent_id: c.leg.stats for c in gateway.calls.values() if c.leg is not None}
         received_in = {agent: stats.received for agent, stats in legs.items()}
-        overflow = sum(gateway.sessions[i + 1].track.overflow + gateway.sessions[i + 1].track.trimmed
-                       for i in range(calls))
+        overflow = sum(gateway.sessions[i + 1].track.overflow for i in range(calls))
+        trimmed = sum(gateway.sessions[i + 1].track.trimmed for i in range(calls))
         for i in range(calls):
             bye(gateway, i + 1, sip)
         time.sleep(1.0)
@@ -378,6 +391,9 @@ def run(calls: int, seconds: float) -> dict[str, Any]:
             rtp_lost_out += max(0, ((last - first) & 0xFFFF) + 1 - callers.received[i])
     return {
         "calls": calls, "seconds": seconds, "cores": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "gateway_loop_lag_ms_p50": round(pct(lag, 0.5), 1),
+        "gateway_loop_lag_ms_p99": round(pct(lag, 0.99), 1),
         "cpu_per_call_pct": round(100 * server_cpu / (wall1 - wall0) / calls, 2),
         "baseline_direct_ms": round(base, 2),
         "caller_to_browser_ms_p50": round(pct(to_browser, 0.5) - base, 1),
@@ -387,7 +403,9 @@ def run(calls: int, seconds: float) -> dict[str, Any]:
         "bursts_measured": [len(to_browser), len(to_caller)],
         "rtp_lost_caller_to_gateway": rtp_lost_in,
         "rtp_lost_gateway_to_caller": rtp_lost_out,
-        "bridge_dropped_frames": overflow,
+        "bridge_overflow_frames": overflow,
+        "bridge_trimmed_frames": trimmed,
+        "browsers_process_cpu_pct": round(result["cpu_pct"], 1),
         "webrtc_packets_lost": sum(q.packets_lost for q in qualities),
         "webrtc_remote_packets_lost": sum(q.remote_packets_lost for q in qualities),
         "codec": sorted({q.codec for q in qualities}),
@@ -404,14 +422,18 @@ def main() -> None:
     r = run(calls, seconds)
     rows = [
         ("concurrent bridged calls", r["calls"]), ("cores", r["cores"]), ("codec", ",".join(r["codec"])),
+        ("load average at the end (other work on the machine)", r["load_average_1min"]),
         ("CPU per call (% of a core)", r["cpu_per_call_pct"]),
+        ("gateway loop lag p50 / p99 (ms)", f'{r["gateway_loop_lag_ms_p50"]} / {r["gateway_loop_lag_ms_p99"]}'),
         ("baseline: direct RTP one-way (ms)", r["baseline_direct_ms"]),
         ("added caller→browser p50 / p95 (ms)", f'{r["caller_to_browser_ms_p50"]} / {r["caller_to_browser_ms_p95"]}'),
         ("added browser→caller p50 / p95 (ms)", f'{r["browser_to_caller_ms_p50"]} / {r["browser_to_caller_ms_p95"]}'),
         ("bursts measured (→browser, →caller)", r["bursts_measured"]),
         ("RTP lost caller→gateway / gateway→caller",
          f'{r["rtp_lost_caller_to_gateway"]} / {r["rtp_lost_gateway_to_caller"]}'),
-        ("frames dropped by the bridge (clock drift)", r["bridge_dropped_frames"]),
+        ("frames dropped by the bridge: overflow / trimmed",
+         f'{r["bridge_overflow_frames"]} / {r["bridge_trimmed_frames"]}'),
+        ("stand-in browsers' process CPU (% of a core)", r["browsers_process_cpu_pct"]),
         ("WebRTC packets lost (server / browser)", f'{r["webrtc_packets_lost"]} / {r["webrtc_remote_packets_lost"]}'),
     ]
     width = max(len(k) for k, _ in rows)

@@ -90,8 +90,11 @@ class BrowserAgentBackend:
             self.webrtc_gateway.answer(call_id, agent_id)
             return
         inner_answer = getattr(self.inner, "answer_agent", None)
+        phone_answers = getattr(self.inner, "agent_answers", None)  # the memory backend's simulated phone
         if callable(inner_answer):
             inner_answer(call_id, agent_id)
+        elif callable(phone_answers):
+            phone_answers(call_id)
         elif self.bus is not None:
             self.bus.publish(AgentAnswered(call_id, agent_id))
 

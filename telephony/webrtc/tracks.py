@@ -27,10 +27,12 @@ from telephony.audio import FRAME_SAMPLES, SAMPLE_RATE, ULAW_SILENCE
 
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
-MAX_QUEUED = 4
-"""Frames kept for the browser at most; more means the caller side ran ahead, and old audio is dropped."""
-TRIM_AFTER = 25
-"""Pulls in a row with a spare frame queued (0.5 s) before one is dropped to keep the delay at one frame."""
+MAX_QUEUED = 10
+"""Frames (200 ms) kept for the browser at most, to ride out a stalled loop; beyond, the oldest is dropped."""
+TRIM_AFTER = (10, 2)
+"""Pulls in a row with one spare frame queued / with more, before a *quiet* spare frame is dropped: a
+backlog left by a stall drains in the pauses of speech instead of staying as delay."""
+QUIET_RMS = 300
 
 
 class CallerAudioTrack(MediaStreamTrack):
@@ -73,9 +75,10 @@ class CallerAudioTrack(MediaStreamTrack):
         pts = self._count * FRAME_SAMPLES
         self._count += 1
         if len(self._queue) >= 2:
-            # The caller's clock and ours started out of phase or drift: don't let that become delay.
+            # A backlog (a stall, clocks out of phase, drift) must not become lasting delay.
             self._spare_streak += 1
-            if self._spare_streak >= TRIM_AFTER:
+            patience = TRIM_AFTER[0] if len(self._queue) == 2 else TRIM_AFTER[1]
+            if self._spare_streak >= patience and audioop.rms(audioop.ulaw2lin(self._queue[0], 2), 2) < QUIET_RMS:
                 self._queue.popleft()
                 self.trimmed += 1
                 self._spare_streak = 0
