@@ -398,6 +398,9 @@ main.add_command(_recordings_cli.recordings_group)
 main.add_command(_recordings_cli.transcribe_command)
 main.add_command(_recordings_cli.transcribe_worker_command)
 main.add_command(_recordings_cli.transcribe_jobs_command)
+from routing.queue_cli import queues_group as _routing_queues  # noqa: E402
+
+main.add_command(_routing_queues)
 
 
 if __name__ == "__main__":  # pragma: no cover
