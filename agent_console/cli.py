@@ -60,6 +60,7 @@ def demo(
     from agent_console.serving import serve_in_thread
     from agent_console.simulation import Scheduler, SimulatedAgents, SimulatedCallers
     from callcentre.bootstrap import build_platform
+    from callcentre.db.base import utcnow
     from callcentre.db.models import Agent
     from callcentre.db.session import session_scope
     from callcentre.demo_data import AGENT_PASSWORD, STAFF, demo_customer, load_demo_data
@@ -93,6 +94,7 @@ def demo(
         people = sorted(a.login for a in agents if a.login in humans)
         for a in agents:
             a.state, a.state_reason = ("available", "") if a.id in simulated else ("not_ready", "break")
+            a.state_since = utcnow()
     app = create_app(settings, platform=platform)
     console = app.extensions[EXTENSION_KEY]
     stop = threading.Event()

@@ -19,6 +19,7 @@ from routing.reports import CallOutcome, compute_metrics
 
 DEFAULT_AHT_SECONDS = 180.0
 STAFFING_WINDOW = timedelta(minutes=30)
+MIN_RATE_SPAN = timedelta(minutes=2)
 
 
 def _period_calls(db: Session, queue_id: int | None, start: datetime, end: datetime) -> list[Call]:
@@ -109,9 +110,15 @@ def _repeated(db: Session, call: Call) -> bool:
 
 
 def staffing_advice(db: Session, queue: Queue, now: datetime, staffed_agents: int) -> dict[str, Any]:
-    """Erlang C agents needed now for the queue's target, from the last 30 minutes' arrivals and AHT."""
+    """Erlang C agents needed now for the queue's target, from recent arrivals and measured AHT.
+
+    The arrival rate is the calls of the last 30 minutes over the time they actually span (at least
+    ``MIN_RATE_SPAN``), so a centre that opened ten minutes ago is not told it is quiet.
+    """
     calls = _period_calls(db, queue.id, now - STAFFING_WINDOW, now)
-    rate = len(calls) / STAFFING_WINDOW.total_seconds()
+    first = min((c.queued_at for c in calls if c.queued_at is not None), default=now)
+    span = max((now - first).total_seconds(), MIN_RATE_SPAN.total_seconds())
+    rate = len(calls) / span
     handled = [
         (s.ended_at - s.started_at).total_seconds()
         for s in db.scalars(
@@ -124,7 +131,7 @@ def staffing_advice(db: Session, queue: Queue, now: datetime, staffed_agents: in
         )
         if s.ended_at and s.started_at
     ]
-    aht = sum(handled) / len(handled) if handled else DEFAULT_AHT_SECONDS
+    aht = max(sum(handled) / len(handled), 1.0) if handled else DEFAULT_AHT_SECONDS
     target = queue.sl_target_percent / 100.0
     needed = agents_for_service_level(rate, aht, target, float(queue.sl_target_seconds)) if rate > 0 else 0
     return {

@@ -83,6 +83,10 @@
         const pts = intervals.map((iv, i) => iv[s.key] === null ? null :
           (pad + (i + 0.5) * (W - pad) / n) + "," + (H - pad - (H - 2 * pad) * iv[s.key] / max)).filter(Boolean);
         if (pts.length) svgEl.append(svg("polyline", { points: pts.join(" "), fill: "none", class: "line-" + s.key }));
+        for (const pt of pts) {  // a dot per interval, so a single interval still shows
+          const [cx, cy] = pt.split(",");
+          svgEl.append(svg("circle", { cx, cy, r: 3, class: "dot-" + s.key }));
+        }
       }
     });
     const firstLabel = intervals.length ? new Date(intervals[0].start).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : "";
