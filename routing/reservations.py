@@ -243,9 +243,7 @@ _TAKE_AGENT = (
 )
 _PEEK = select(
     select(_entries.c.status).where(_entries.c.call_id == bindparam("c")).scalar_subquery(),
-    select(_agents.c.state)
-    .where(_agents.c.id == bindparam("a"), _agents.c.active.is_(True))
-    .scalar_subquery(),
+    select(_agents.c.state).where(_agents.c.id == bindparam("a"), _agents.c.active.is_(True)).scalar_subquery(),
 )
 _INSERT_RESERVATION = insert(_reservations).returning(_reservations.c.id)
 _MARK_CALL_OFFERED = (
@@ -368,48 +366,85 @@ def _end(session: Session, call_id: str, agent_id: int, status: str, reason: str
     )
 
 
+_segments = cast(Table, CallSegment.__table__)
+_streaks = cast(Table, AgentOfferStreak.__table__)
+
+_END_ANSWERED = (
+    update(_reservations)
+    .where(
+        _reservations.c.call_id == bindparam("c"),
+        _reservations.c.agent_id == bindparam("a"),
+        _reservations.c.status == "active",
+    )
+    .values(
+        status="answered",
+        end_reason="answered",
+        ended_at=bindparam("now"),
+        active_agent_id=None,
+        active_call_id=None,
+    )
+    .returning(_reservations.c.created_at)
+)
+_ENTRY_CONNECTED = (
+    update(_entries)
+    .where(_entries.c.call_id == bindparam("c"))
+    .values(status="connected", updated_at=bindparam("now"))
+    .returning(_entries.c.callback_number)
+)
+_AGENT_ON_CALL = (
+    update(_agents)
+    .where(_agents.c.id == bindparam("a"))
+    .values(state=AgentState.ON_CALL.value, state_since=bindparam("now"), state_reason="")
+)
+_STREAK_RESET = update(_streaks).where(_streaks.c.agent_id == bindparam("a")).values(consecutive_misses=0)
+_CALL_CONNECTED = (
+    update(_calls)
+    .where(_calls.c.id == bindparam("c"))
+    .values(
+        answered_at=func.coalesce(_calls.c.answered_at, bindparam("now", type_=_calls.c.answered_at.type)),
+        state=case((_calls.c.state == CallState.ENDED.value, _calls.c.state), else_=CallState.CONNECTED.value),
+        outcome=case((bindparam("callback", type_=Boolean), "callback"), else_=_calls.c.outcome),
+    )
+    .returning(_calls.c.queue_id)
+)
+_START_SEGMENT = (
+    update(_segments)
+    .where(
+        _segments.c.call_id == bindparam("c"),
+        _segments.c.agent_id == bindparam("a"),
+        _segments.c.ended_at.is_(None),
+    )
+    .values(started_at=func.coalesce(_segments.c.started_at, bindparam("now", type_=_segments.c.started_at.type)))
+    .returning(_segments.c.id)
+)
+
+
 def answered(session: Session, call_id: str, agent_id: int, *, now: datetime) -> CallSegment | None:
-    """The agent answered: reservation done, agent On call, call connected, a segment opened.
-    None if there was no live reservation (it timed out first, or the caller left)."""
-    reservation = session.scalars(
-        select(Reservation).where(
-            Reservation.call_id == call_id,
-            Reservation.agent_id == agent_id,
-            Reservation.status == "active",
-        )
-    ).one_or_none()
-    if reservation is None or not _end(session, call_id, agent_id, "answered", "answered", now):
+    """The agent answered: reservation done, agent On call, call connected, the offered segment
+    started (or opened, if the offer had none). None if there was no live reservation (it timed out
+    first, or the caller left)."""
+    ended = session.execute(_END_ANSWERED, {"c": call_id, "a": agent_id, "now": now}).first()
+    if ended is None:
         return None
-    _rows(
-        session,
-        update(QueueEntry).where(QueueEntry.call_id == call_id).values(status="connected", updated_at=now),
+    key = {"c": call_id, "a": agent_id, "now": now}
+    entry = session.execute(_ENTRY_CONNECTED, key).first()
+    callback = entry is not None and entry[0] is not None
+    _rows(session, _AGENT_ON_CALL, key)
+    _rows(session, _STREAK_RESET, key)
+    call = session.execute(_CALL_CONNECTED, {**key, "callback": callback}).first()
+    started = session.execute(_START_SEGMENT, key).scalars().all()
+    if started:
+        segment = session.get(CallSegment, max(started), populate_existing=True)
+        assert segment is not None
+        return segment
+    segment = CallSegment(
+        call_id=call_id,
+        agent_id=agent_id,
+        queue_id=call[0] if call is not None else None,
+        offered_at=ended[0],
+        started_at=now,
     )
-    _rows(
-        session,
-        update(Agent)
-        .where(Agent.id == agent_id)
-        .values(state=AgentState.ON_CALL.value, state_since=now, state_reason=""),
-    )
-    _rows(
-        session,
-        update(AgentOfferStreak).where(AgentOfferStreak.agent_id == agent_id).values(consecutive_misses=0),
-    )
-    call = session.get(Call, call_id)
-    entry = session.scalars(select(QueueEntry).where(QueueEntry.call_id == call_id)).one_or_none()
-    queue_id = call.queue_id if call is not None else None
-    if call is not None:
-        if call.answered_at is None:
-            call.answered_at = now
-        if call.state != CallState.ENDED.value:
-            call.state = CallState.CONNECTED.value
-        if entry is not None and entry.callback_number is not None:
-            call.outcome = "callback"
-    segment = _offered_segment(session, call_id, agent_id)
-    if segment is None:
-        segment = CallSegment(call_id=call_id, agent_id=agent_id, queue_id=queue_id, offered_at=reservation.created_at)
-        session.add(segment)
-    if segment.started_at is None:  # the console may have started it already
-        segment.started_at = now
+    session.add(segment)
     session.flush()
     return segment
 
