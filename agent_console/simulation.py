@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent_console.actions import ActionError, ConsoleActions
+from agent_console.actions import ActionError, ConsoleActions, TransferRequest
 from callcentre.bus import EventBus
 from callcentre.domain.events import AgentAnswered, CallEnded, CallHungUp, CallOffered
 from ivr.actions import TERMINAL_ACTIONS, Gather
@@ -188,7 +188,26 @@ class SimulatedAgents:
             self.actions.answer(agent_id, call_id)
         except ActionError:
             return  # the caller gave up or the offer moved on
-        self.scheduler.after(self.rng.uniform(12, 45), lambda: self._hang_up(agent_id, call_id))
+        if self.rng.random() < 0.12:
+            self.scheduler.after(self.rng.uniform(8, 20), lambda: self._transfer(agent_id, call_id))
+        else:
+            self.scheduler.after(self.rng.uniform(12, 45), lambda: self._hang_up(agent_id, call_id))
+
+    def _transfer(self, agent_id: int, call_id: str) -> None:
+        """Now and then a call needs another team: back to the general queue with a note."""
+        request = TransferRequest(
+            "blind",
+            "queue",
+            "general",
+            "needs another team",
+            "Simulated: caller asked about something outside this queue.",
+        )
+        try:
+            self.actions.transfer(agent_id, call_id, request)
+        except ActionError:
+            self._hang_up(agent_id, call_id)
+            return
+        self.scheduler.after(self.rng.uniform(3, 8), lambda: self._wrap_up(agent_id, call_id))
 
     def _hang_up(self, agent_id: int, call_id: str) -> None:
         try:
