@@ -154,3 +154,45 @@ def test_call_from_ivr_to_console_transfer_and_wrap_up(app: Flask, platform: Any
     assert billing["metrics"]["transfer_rate"] is not None and billing["metrics"]["transfer_rate"] > 0
     states = {a["login"]: a["state"] for a in board["agents"]}
     assert states["agent01"] == "available" and states["agent02"] == "available"
+
+
+def test_warm_transfer_consults_then_completes_or_returns(app: Flask, platform: Any) -> None:
+    from callcentre.demo_data import AGENT_PASSWORD, demo_customer
+
+    ada, ada_token = login(app, "agent01", AGENT_PASSWORD)
+    ben, ben_token = login(app, "agent02", AGENT_PASSWORD)
+    for number, finish in ((6, "return"), (9, "complete")):
+        post(ada, ada_token, "/api/agent/state", {"state": "available"})
+        customer = demo_customer(number)
+        call_id = caller_through_ivr(platform, customer["phone"], customer["pin"], "1")
+        assert ada.get("/api/agent/current").get_json()["call_id"] == call_id
+        post(ada, ada_token, f"/api/calls/{call_id}/answer")
+        post(ben, ben_token, "/api/agent/state", {"state": "available"})
+        started = post(ada, ada_token, f"/api/calls/{call_id}/transfer", {
+            "kind": "warm", "target_type": "agent", "target": "agent02", "reason": "consult",
+            "note": "Can you confirm the refund rule?"})
+        assert started["status"] == "consulting"
+        assert platform.backend.calls[call_id].on_hold, "the caller waits on hold during the consultation"
+        mine = ada.get("/api/agent/current").get_json()
+        assert mine["state"] == "on_call" and mine["leg"]["consulting_transfer_id"] == started["transfer_id"]
+        assert ben.get("/api/agent/current").get_json()["screen_pop"]["transfer_notes"] == []  # not handed over yet
+        post(ben, ben_token, f"/api/calls/{call_id}/answer")
+        post(ada, ada_token, f"/api/calls/{call_id}/transfer/{finish}")
+        assert not platform.backend.calls[call_id].on_hold
+        if finish == "return":
+            assert ada.get("/api/agent/current").get_json()["state"] == "on_call"
+            assert ben.get("/api/agent/current").get_json()["state"] == "wrap_up"
+            post(ben, ben_token, f"/api/calls/{call_id}/wrap-up", {"disposition": "info_given", "resolved": True})
+            post(ada, ada_token, f"/api/calls/{call_id}/hangup")
+            post(ada, ada_token, f"/api/calls/{call_id}/wrap-up", {"disposition": "resolved", "resolved": True})
+        else:
+            assert ada.get("/api/agent/current").get_json()["state"] == "wrap_up"
+            assert ben.get("/api/agent/current").get_json()["state"] == "on_call"
+            post(ada, ada_token, f"/api/calls/{call_id}/wrap-up", {"disposition": "escalated", "resolved": False})
+            post(ben, ben_token, f"/api/calls/{call_id}/hangup")
+            post(ben, ben_token, f"/api/calls/{call_id}/wrap-up", {"disposition": "resolved", "resolved": True})
+        with platform.session_factory() as db:
+            record = db.scalars(select(TransferRecord).where(TransferRecord.call_id == call_id)).one()
+            assert record.status == ("returned" if finish == "return" else "completed")
+    r = ada.post("/api/calls/call-nope/transfer/complete", headers={"X-CSRFToken": ada_token})
+    assert r.status_code == 409
