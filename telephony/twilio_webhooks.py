@@ -199,6 +199,8 @@ class TwilioWebhooks:
             if row is None:
                 log.warning("gather for an unknown Twilio call; hanging up")
                 return apology()
+            if row.webhook_seq == 0:
+                row = self._wait_first_answer(session, sid)
             call_id, saved = row.call_id, row.ivr_state
             digits = form.get("Digits", "")
             speech = form.get("SpeechResult", "").strip()
@@ -333,6 +335,18 @@ class TwilioWebhooks:
             return self._after_ivr(session, row, CallHungUp(call_id, by="agent", cause="agent hung up"))
 
         return self.once(call_id, f"agent-result-{agent_id}-{leg}", produce)
+
+    def _wait_first_answer(self, session: Session, sid: str) -> BackendCall:
+        """A callback that overtook the answer to the incoming-call webhook (another worker is still
+        answering it): wait for that answer rather than mistake the call for one past its IVR."""
+        deadline = time.monotonic() + self.claim_wait_seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+            session.expire_all()
+            row = self._row(session, sid)
+            if row is not None and row.webhook_seq > 0:
+                return row
+        abort(503)
 
     def _after_ivr(self, session: Session, row: BackendCall, event: object) -> str:
         """Publish in this thread; the action performed for the call (if any) is the answer."""
