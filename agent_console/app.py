@@ -50,10 +50,10 @@ def create_app(settings: Settings, platform: Any = None, test_config: dict[str, 
         ALERT_LONGEST_WAIT_SECONDS=60,
         ALERT_MIN_CSAT=3.0,
         ALERT_SMS_MIN_INTERVAL_SECONDS=900,
-        JSON_SORT_KEYS=False,
     )
     if test_config:
         app.config.update(test_config)
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
 
     session_factory, bus, backend = _platform_parts(settings, platform)
     services = getattr(platform, "services", None) or {}
