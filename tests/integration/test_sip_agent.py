@@ -14,14 +14,17 @@ from pathlib import Path
 import pytest
 
 from callcentre.domain.events import AgentAnswered, AgentNoAnswer, CallArrived, CallHungUp, CallQueued
+from callcentre.settings import Settings
 from telephony.base import AgentEndpoint
 from tests.baresip import Baresip
 from tests.integration.sip_fixtures import (
     CALLER_KNOWN,
     RunningPlatform,
     calls_show,
+    seed_customers,
     sip_platform_fixture,  # noqa: F401  (fixture "sip_platform")
     sip_settings_fixture,  # noqa: F401  (fixture "sip_settings")
+    start_platform,
     workdir,
 )
 from tests.sipp import RtpSink, SippRun, render_scenario
@@ -114,3 +117,56 @@ def test_agent_not_answering_gives_the_call_back_and_next_agent_gets_it(
             run.stop()
             sink.stop()
     assert not sip_platform.log.of(CallArrived)[1:]  # one call throughout
+
+
+def seed_agent(settings: Settings, contact: str) -> int:
+    from callcentre.db.models import Agent, AgentSkill, Queue, Skill
+    from callcentre.db.session import make_engine, make_session_factory
+    from callcentre.passwords import hash_password
+
+    engine = make_engine(settings.database.url)
+    with make_session_factory(engine)() as session:
+        skill = Skill(name="technical")
+        session.add(Queue(name="technical", required_skills=[["technical", 2]]))
+        agent = Agent(login="agent07", name="Agent Seven", password_hash=hash_password("x"), state="available",
+                      sip_contact=contact, softphone="sip")
+        agent.skills.append(AgentSkill(skill=skill, proficiency=3))
+        session.add(agent)
+        session.commit()
+        agent_id = agent.id
+    engine.dispose()
+    return agent_id
+
+
+def test_router_offers_the_queued_call_to_an_available_sip_agent(sip_settings: Settings, tmp_path: Path) -> None:
+    """End to end: IVR by DTMF → queued → the dispatcher rings the agent's baresip → talk → agent hangs up."""
+    seed_customers(sip_settings)
+    with Baresip(workdir(tmp_path, "agent07"), user="agent07") as agent:
+        agent_id = seed_agent(sip_settings, agent.contact)
+        running = start_platform(sip_settings)
+        try:
+            run, sink = start_caller(running, tmp_path)
+            try:
+                queued = running.log.wait_for(CallQueued, timeout=15)
+                answered = running.log.wait_for(AgentAnswered, timeout=15)
+                assert answered.call_id == queued.call_id and answered.agent_id == agent_id
+                agent.wait_event("CALL_ESTABLISHED", timeout=5)
+                loud = sink.loud_frames
+                time.sleep(2.0)
+                assert sink.loud_frames - loud > 20  # the agent's voice reaches the caller
+                agent.hangup()
+                hung = running.log.wait_for(CallHungUp, timeout=10, where=lambda e: e.by == "agent")
+                assert hung.call_id == queued.call_id
+                # (the post-call survey may now speak to the caller; end it rather than wait it out)
+                running.backend.hangup(queued.call_id)
+                assert run.wait(20) == 0, run.errors()
+            finally:
+                run.stop()
+                sink.stop()
+            shown = calls_show(sip_settings, queued.call_id)
+            assert shown["context"] and shown["reason"] == "technical"
+            assert len(shown["segments"]) == 1
+            segment = shown["segments"][0]
+            assert segment["agent_id"] == agent_id and segment["started_at"] is not None
+        finally:
+            running.platform.stop()
