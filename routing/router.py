@@ -143,6 +143,10 @@ def skill_pressure(waiting: Mapping[str, int], idle: Mapping[str, int]) -> dict[
 _NO_DEMAND: Mapping[str, float] = {}
 
 
+def _first(item: tuple[float, Task]) -> float:
+    return item[0]
+
+
 class Router:
     """Stateless apart from its configuration; share one instance between threads freely."""
 
@@ -229,7 +233,12 @@ class Router:
     def best_task_for(
         self, agent: AgentView, tasks: Iterable[Task], now: float, demand: Demand = _NO_DEMAND
     ) -> Decision | None:
-        """The waiting call ``agent`` should take next, or None if none fits."""
+        """The waiting call ``agent`` should take next, or None if none fits.
+
+        With many calls waiting they are visited in order of aged priority and the scan stops once no later
+        call could outscore the best so far (the other terms are bounded), so a freed agent rarely looks at
+        more than the first few eligible calls. ``Why.candidates`` then counts the eligible calls examined.
+        """
         if agent.state is not _AVAILABLE:
             return None
         w = self.weights
@@ -240,7 +249,26 @@ class Router:
         best_step: RelaxationStep | None = None
         best_prio = 0.0
         count = 0
-        for task in tasks:
+        items = tasks if isinstance(tasks, list | tuple) else list(tasks)
+        ordered: Iterable[tuple[float, Task]]
+        bound = float("inf")
+        if w.wait > 0 and len(items) > 32:
+            policies = self.policies
+            keyed: list[tuple[float, Task]] = []
+            for t in items:
+                pol = policies.get(t.queue) or self.policy(t.queue)
+                keyed.append((t.priority + pol.priority + (now - t.arrived_at) / pol.aging_seconds, t))
+            keyed.sort(key=_first, reverse=True)
+            ordered = keyed
+            extra = w.proficiency * 5 + (w.resolution if model is not None else 0.0)
+            if w.pressure and demand:
+                extra += w.pressure * max(demand.values(), default=0.0)
+            bound = extra
+        else:
+            ordered = [(0.0, t) for t in items]
+        for aged_hint, task in ordered:
+            if w.wait * aged_hint + bound <= best_score:
+                break
             language = task.language
             if language and agent.languages and language not in agent.languages:
                 continue
