@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -49,7 +50,13 @@ class CommentRecorder(Protocol):
 class _Running:
     state: IvrState
     survey_id: int
+    started: float = field(default_factory=time.monotonic)
     recording_comment: bool = False
+
+
+STALE_SURVEY_SECONDS = 600.0
+"""A survey still open after this long lost its caller without a hang-up event (e.g. a simulated
+caller in the demo that never answers); it is closed with what was answered."""
 
 
 class SurveyService:
@@ -99,6 +106,7 @@ class SurveyService:
     # -- internals ------------------------------------------------------------------------------
 
     def _offer(self, call_id: str, at: datetime) -> None:
+        self._close_stale()
         with session_scope(self.sessions) as session:
             call = session.get(Call, call_id)
             if call is None:
@@ -120,6 +128,13 @@ class SurveyService:
             self._running[call_id] = _Running(state, survey_id)
         log.info("call %s: survey %s offered", call_id, survey_id)
         self._perform(call_id, action)
+
+    def _close_stale(self) -> None:
+        limit = time.monotonic() - STALE_SURVEY_SECONDS
+        with self._lock:
+            stale = [(c, r) for c, r in self._running.items() if r.started < limit]
+        for call_id, running in stale:
+            self._end(call_id, running)
 
     def _input(self, call_id: str, inp: IvrInput) -> None:
         with self._lock:
