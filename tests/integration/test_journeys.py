@@ -23,15 +23,17 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from callcentre.bootstrap import Platform, build_platform, prompts_dir
-from callcentre.db.models import Call, CallContextItem
+from callcentre.db.models import Agent, Call, CallContextItem, SurveyResponse
 from callcentre.db.session import make_engine, make_session_factory
 from callcentre.demo_data import demo_customer
+from callcentre.domain.events import AgentStateChanged
 from callcentre.settings import Settings
 from ivr.actions import Enqueue, Hangup, RequestCallback, Transfer
 from ivr.flow import default_flow_path
@@ -40,6 +42,7 @@ from telephony.memory import MemoryBackend
 from telephony.twilio import TwilioBackend
 from telephony.twilio_webhooks import create_twilio_app
 from tests.agi_peer import AgiCaller, agi_environment
+from tests.ami_peer import AmiPeer
 from tests.twilio_support import ACCOUNT_SID, AUTH_TOKEN, PUBLIC, CapturingHttpClient, call_params, post_signed
 
 OPERATOR = "+15550009999"
@@ -64,6 +67,17 @@ class Driver(Protocol):
         """Prompt ids played to the caller, in order."""
 
     def ending(self, call_id: str) -> Ending: ...
+
+    def agent_contact(self, login: str) -> str:
+        """How this backend reaches an agent's phone (stored as the agent's ``sip_contact``)."""
+
+    def agent_rung(self, call_id: str) -> int:
+        """Wait until the platform rings an agent for the call; return the agent's id."""
+
+    def agent_answers(self, call_id: str, agent_id: int) -> None: ...
+
+    def agent_hangs_up(self, call_id: str, agent_id: int) -> None:
+        """The agent ends the conversation; the caller stays on the line (for the survey)."""
 
     def close(self) -> None: ...
 
@@ -98,6 +112,21 @@ class MemoryDriver:
             return ("hangup", "")
         return ("in-ivr", type(action).__name__)
 
+    def agent_contact(self, login: str) -> str:
+        return f"sip:{login}@127.0.0.1"
+
+    def agent_rung(self, call_id: str) -> int:
+        _wait(lambda: self.backend.calls[call_id].ringing_agent is not None)
+        ringing = self.backend.calls[call_id].ringing_agent
+        assert ringing is not None
+        return ringing.agent_id
+
+    def agent_answers(self, call_id: str, agent_id: int) -> None:
+        self.backend.agent_answers(call_id)
+
+    def agent_hangs_up(self, call_id: str, agent_id: int) -> None:
+        self.backend.agent_hangs_up(call_id)
+
     def close(self) -> None:
         self.platform.stop()
 
@@ -116,20 +145,35 @@ class AsteriskDriver:
     name = "asterisk"
 
     def __init__(self, settings: Settings) -> None:
-        self.backend = AsteriskBackend(settings.asterisk, agi_port=0, enable_ami=False, agi_idle_seconds=10)
+        self.peer = AmiPeer()
+        ami = settings.asterisk
+        ami = type(ami)(**{**ami.__dict__, "ami_host": "127.0.0.1", "ami_port": self.peer.port,
+                           "ami_username": self.peer.username, "ami_secret": self.peer.secret,
+                           "ping_interval": 0.5})
+        self.backend = AsteriskBackend(ami, agi_port=0, agi_idle_seconds=10, action_timeout=3)
         self.platform = build_platform(settings, self.backend)
         self.platform.start()
+        assert self.backend.link is not None and self.backend.link.wait_linked(5)
         self.callers: dict[str, tuple[AgiCaller, queue.Queue[str | None]]] = {}
+        self.earlier: dict[str, list[str]] = {}
+        self.envs: dict[str, dict[str, str]] = {}
         self._n = 0
 
     def call(self, caller: str) -> str:
         self._n += 1
         inputs: queue.Queue[str | None] = queue.Queue()
         env = agi_environment(uniqueid=f"1700009000.{self._n}", caller=caller)
+        # What Asterisk reports on AMI for this channel: it appears, and the AGI tags it (VarSet).
+        self.peer.emit({"Event": "Newchannel", "Channel": env["agi_channel"].replace("1", str(self._n)),
+                        "ChannelState": "6", "ChannelStateDesc": "Up", "Uniqueid": env["agi_uniqueid"],
+                        "Linkedid": env["agi_uniqueid"], "Context": "callcentre-in", "Exten": "1000"})
         agi = AgiCaller(self.backend.agi.address[1], env, inputs).start()
         _wait(lambda: agi.turns > 0 or not agi._thread.is_alive())
         call_id = agi.variables["CALLCENTRE_CALL_ID"]
+        self.peer.emit({"Event": "VarSet", "Channel": env["agi_channel"], "Uniqueid": env["agi_uniqueid"],
+                        "Variable": "CALLCENTRE_CALL_ID", "Value": call_id})
         self.callers[call_id] = (agi, inputs)
+        self.envs[call_id] = env
         return call_id
 
     def _answer(self, call_id: str, value: str | None) -> None:
@@ -145,7 +189,8 @@ class AsteriskDriver:
         self._answer(call_id, None)
 
     def heard(self, call_id: str) -> list[str]:
-        return [p.split("/", 1)[1] for p in self.callers[call_id][0].played if p.startswith("callcentre/")]
+        played = self.earlier.get(call_id, []) + self.callers[call_id][0].played
+        return [p.split("/", 1)[1] for p in played if p.startswith("callcentre/")]
 
     def ending(self, call_id: str) -> Ending:
         agi = self.callers[call_id][0]
@@ -157,11 +202,51 @@ class AsteriskDriver:
             return ("transfer", agi.variables["CALLCENTRE_TRANSFER_TO"])
         return ("hangup", "") if nxt == "hangup" else ("in-ivr", nxt)
 
+    def agent_contact(self, login: str) -> str:
+        return f"sip:{login}@pbx.example.test"
+
+    def _originate(self, call_id: str) -> dict[str, str] | None:
+        for action in self.peer.actions_named("Originate"):
+            if f"CALLCENTRE_CALL_ID={call_id}" in action.get("Variable", ""):
+                return action
+        return None
+
+    def agent_rung(self, call_id: str) -> int:
+        _wait(lambda: self._originate(call_id) is not None)
+        action = self._originate(call_id)
+        assert action is not None
+        variables = dict(v.split("=", 1) for v in action["Variable"].split(","))
+        return int(variables["CALLCENTRE_AGENT_ID"])
+
+    def agent_answers(self, call_id: str, agent_id: int) -> None:
+        # The peer answers the Originate (OriginateResponse Success); the backend then bridges.
+        channel = self.envs[call_id]["agi_channel"]
+        _wait(lambda: any(a.get("Channel1") == channel for a in self.peer.actions_named("Bridge")))
+
+    def agent_hangs_up(self, call_id: str, agent_id: int) -> None:
+        call = self.backend.call(call_id)
+        assert call is not None and call.agent_uniqueid
+        redirects = len(self.peer.actions_named("Redirect"))
+        self.peer.emit({"Event": "Hangup", "Channel": call.agent_channel, "Uniqueid": call.agent_uniqueid,
+                        "Cause": "16", "Cause-txt": "Normal Clearing"})
+        # The survey sends the caller back into the IVR context; Asterisk then runs the AGI again.
+        _wait(lambda: len(self.peer.actions_named("Redirect")) > redirects)
+        redirect = self.peer.actions_named("Redirect")[-1]
+        assert redirect["Exten"] == "resume" and redirect["Context"] == "callcentre-in"
+        old, _ = self.callers[call_id]
+        self.earlier[call_id] = self.earlier.get(call_id, []) + old.played
+        inputs: queue.Queue[str | None] = queue.Queue()
+        env = {**self.envs[call_id], "agi_extension": "resume", "agi_priority": "1"}
+        agi = AgiCaller(self.backend.agi.address[1], env, inputs).start()
+        _wait(lambda: agi.turns > 0 or not agi._thread.is_alive())
+        self.callers[call_id] = (agi, inputs)
+
     def close(self) -> None:
         for agi, inputs in self.callers.values():
             inputs.put("hangup")
             agi.wait(5)
         self.platform.stop()
+        self.peer.close()
 
 
 class TwilioDriver:
@@ -226,6 +311,34 @@ class TwilioDriver:
         if last.find("Hangup") is not None:
             return ("hangup", "")
         return ("in-ivr", "Gather")
+
+    def agent_contact(self, login: str) -> str:
+        return f"client:{login}"
+
+    def _dial(self, call_id: str) -> ET.Element | None:
+        http = self.backend.client.http_client
+        assert isinstance(http, CapturingHttpClient)
+        for request in http.posted(f"/Calls/{self.calls[call_id]['sid']}.json"):
+            dial = ET.fromstring(str(request["data"].get("Twiml", "<Response/>"))).find("Dial")
+            if dial is not None:
+                return dial
+        return None
+
+    def agent_rung(self, call_id: str) -> int:
+        _wait(lambda: self._dial(call_id) is not None)
+        dial = self._dial(call_id)
+        assert dial is not None
+        return int(parse_qs(urlsplit(str(dial.get("action"))).query)["agent"][0])
+
+    def agent_answers(self, call_id: str, agent_id: int) -> None:
+        leg = {"CallSid": "CA" + "a" * 32, "ParentCallSid": self.calls[call_id]["sid"], "CallStatus": "in-progress",
+               "AccountSid": ACCOUNT_SID}
+        response = post_signed(self.client, f"/twilio/agent-answered?call={call_id}&agent={agent_id}", leg)
+        assert response.status_code == 200
+
+    def agent_hangs_up(self, call_id: str, agent_id: int) -> None:
+        self._post(call_id, f"/twilio/agent-result?call={call_id}&agent={agent_id}",
+                   {"DialCallStatus": "completed", "DialCallSid": "CA" + "a" * 32, "DialCallDuration": "60"})
 
     def close(self) -> None:
         self.app.extensions["twilio_webhooks"].drain()
@@ -315,3 +428,37 @@ def test_transfer(driver: Driver) -> None:
     assert driver.heard(call_id)[-1] == "connecting"
     call, _ = saved(driver, call_id)
     assert call.state == "transferring" and call.outcome == "transferred_out"
+
+
+def agents_available(driver: Driver) -> None:
+    """Every agent logs in and becomes available, reachable the way this backend rings phones."""
+    with driver.platform.session_factory() as session:
+        agents = list(session.scalars(select(Agent).where(Agent.role == "agent")))
+        for agent in agents:
+            session.execute(update(Agent).where(Agent.id == agent.id).values(
+                state="available", sip_contact=driver.agent_contact(agent.login), softphone="sip"))
+        session.commit()
+    for agent in agents:
+        driver.platform.bus.publish(AgentStateChanged(agent.id, "available"))
+
+
+def test_survey(driver: Driver) -> None:
+    """Queued → an agent is rung, answers, hangs up → the caller stays for the survey: score 4,
+    solved, no comment; the answers are saved against the call and the agent who took it."""
+    agents_available(driver)
+    call_id = driver.call(demo_customer(1)["phone"])
+    driver.press(call_id, "2")
+    agent_id = driver.agent_rung(call_id)
+    driver.agent_answers(call_id, agent_id)
+    driver.agent_hangs_up(call_id, agent_id)
+    _wait(lambda: driver.heard(call_id)[-1:] == ["survey_score"])
+    assert driver.heard(call_id)[-2:] == ["survey_intro", "survey_score"]
+    driver.press(call_id, "4")
+    driver.press(call_id, "1")
+    assert driver.heard(call_id)[-1] == "survey_comment"
+    driver.press(call_id, "#")
+    _wait(lambda: driver.heard(call_id)[-1:] == ["survey_thanks"])
+    with driver.platform.session_factory() as session:
+        survey = session.scalar(select(SurveyResponse).where(SurveyResponse.call_id == call_id))
+        assert survey is not None
+        assert (survey.score, survey.solved, survey.agent_id) == (4, True, agent_id)
