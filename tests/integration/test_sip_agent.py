@@ -117,6 +117,8 @@ def test_agent_not_answering_gives_the_call_back_and_next_agent_gets_it(
             run.stop()
             sink.stop()
     assert not sip_platform.log.of(CallArrived)[1:]  # one call throughout
+    shown = calls_show(sip_platform.settings, call_id)
+    assert shown["reason"] == "technical" and shown["context"] and "segments" in shown
 
 
 def seed_agent(settings: Settings, contact: str) -> int:

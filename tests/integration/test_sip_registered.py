@@ -91,5 +91,7 @@ def test_agent_registered_at_kamailio_is_reached_by_aor(sip_settings: Settings, 
                 assert hung.by == "agent"
                 assert run.wait(20) == 0, run.errors()
             sink.stop()
+            shown = calls_show(running.settings, queued.call_id)
+            assert shown["reason"] == "technical" and shown["context"] and "segments" in shown
     finally:
         running.platform.stop()
