@@ -220,6 +220,7 @@ class AgentLegs:
                 return
             caller_media.bridge(agent_media)
             agent_media.bridge(caller_media)
+            call.queued = False
 
     def hold(self, call_id: str, on: bool) -> None:
         call = self.calls.get(call_id)

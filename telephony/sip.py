@@ -474,13 +474,15 @@ class SipBackend(AgentLegs):
             if isinstance(action, Gather):
                 gather = GatherState(action)
                 call.gather = gather
-                media.set_background(None)
+                # A queued caller's announcement (position, wait, callback offer): music resumes after it.
+                media.set_background(self._music(media.payload_type) if call.queued else None)
                 media.play(clips, on_played=lambda: self._gather_prompts_done(call, gather))
                 if call.typeahead:
                     ahead, call.typeahead = call.typeahead, ""
                     for digit in ahead:
                         self._gather_digit(call, gather, digit)
             elif isinstance(action, Enqueue):
+                call.queued = True
                 media.set_background(self._music(media.payload_type))
                 media.play(clips, on_played=lambda: self._schedule_hold_message(call))
             elif isinstance(action, Transfer):

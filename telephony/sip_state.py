@@ -65,6 +65,8 @@ class CallerCall:
     typeahead: str = ""
     agent: AgentLeg | None = None
     on_hold: bool = False
+    queued: bool = False
+    """Waiting for an agent: announcements (a Gather from the dispatcher) keep the hold music under them."""
     lock: threading.RLock = field(default_factory=threading.RLock)
     last_response: bytes = b""
     hold_timer: Callable[[], None] | None = None

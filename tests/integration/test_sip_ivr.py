@@ -7,11 +7,13 @@ is real, non-silent G.711. The database is checked through ``callcentre calls sh
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
-from callcentre.domain.events import CallArrived, CallEnded, CallHungUp, CallQueued, DigitsReceived
+from callcentre.domain.events import CallArrived, CallEnded, CallHungUp, CallQueued, DigitsReceived, InputTimedOut
+from ivr.actions import Gather, Prompt
 from tests.integration.sip_fixtures import (
     ACCOUNT,
     CALLER_KNOWN,
@@ -44,7 +46,24 @@ def place_call(running: RunningPlatform, tmp_path: Path, name: str, digits: str,
 
 
 def test_known_caller_navigates_menu_by_dtmf_and_is_queued(sip_platform: RunningPlatform, tmp_path: Path) -> None:
-    rc, sink, run = place_call(sip_platform, tmp_path, "known", digits="2", caller=CALLER_KNOWN)
+    work = workdir(tmp_path, "known")
+    sink = RtpSink().start()
+    scenario = render_scenario("ivr_call.xml", work, digits="2", hold_ms=5000, first_pause_ms=1500)
+    run = SippRun(scenario, sip_platform.target, work, variables={"sinkport": str(sink.port), "caller": CALLER_KNOWN},
+                  timeout_s=40).start()
+    try:
+        queued_early = sip_platform.log.wait_for(CallQueued, timeout=10)
+        # A waiting caller's announcement (the dispatcher sends a one-key Gather): hold music resumes after it.
+        announcement = Gather(prompts=(Prompt("invalid", "x"),), timeout_seconds=0.3)
+        sip_platform.backend.perform(queued_early.call_id, announcement)
+        sip_platform.log.wait_for(InputTimedOut, timeout=10)
+        loud = sink.loud_frames
+        time.sleep(1.0)
+        assert sink.loud_frames - loud > 10
+        rc = run.wait()
+    finally:
+        run.stop()
+        sink.stop()
     assert rc == 0, run.errors()
 
     arrived = sip_platform.log.wait_for(CallArrived)
