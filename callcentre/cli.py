@@ -401,6 +401,9 @@ main.add_command(_recordings_cli.transcribe_jobs_command)
 from routing.queue_cli import queues_group as _routing_queues  # noqa: E402
 
 main.add_command(_routing_queues)
+from routing.cli import simulate_command as _routing_simulate  # noqa: E402
+
+main.add_command(_routing_simulate)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -117,6 +117,8 @@ def erlang_a_figures(
     asa = total_wait / answered if answered > 0 else 0.0
 
     # P(served within threshold | start at j) by uniformisation of the tagged-customer chain.
+    if threshold <= 0:
+        return QueueFigures(p_wait, p_no_wait, asa, abandonment, carried / servers)
     big = servers * mu + positions * theta
     steps_mean = big * threshold
     max_steps = int(steps_mean + 12.0 * math.sqrt(steps_mean) + 30)
