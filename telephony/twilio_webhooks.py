@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, request, send_from_directory
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from twilio.request_validator import RequestValidator
@@ -132,11 +132,9 @@ class TwilioWebhooks:
             try:
                 with session_scope(self.sessions) as session:
                     body = produce(session)
-                    row = session.scalar(select(WebhookResponse).where(
+                    session.execute(update(WebhookResponse).where(
                         WebhookResponse.backend == BACKEND, WebhookResponse.ref == ref,
-                        WebhookResponse.step == step))
-                    if row is not None:
-                        row.body = body
+                        WebhookResponse.step == step).values(body=body))
                 return body
             except Exception:
                 self._release(ref, step)
@@ -250,10 +248,10 @@ class TwilioWebhooks:
 
     def _save_state(self, session: Session, sid: str, call_id: str, seq: int) -> None:
         state = self.ivr.state_of(call_id)
-        row = self._row(session, sid)
-        if row is not None:
-            row.ivr_state = state_to_dict(state) if state is not None and not state.finished else None
-            row.webhook_seq = seq
+        session.flush()  # a BackendCall changed through the ORM in this session must not overwrite this
+        session.execute(update(BackendCall).where(BackendCall.backend == BACKEND, BackendCall.ref == sid).values(
+            ivr_state=state_to_dict(state) if state is not None and not state.finished else None,
+            webhook_seq=seq))
 
     def save_live_state(self, call_id: str) -> int:
         """For an action pushed outside a webhook: the next Gather number, state saved."""
