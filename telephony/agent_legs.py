@@ -108,9 +108,19 @@ class AgentLegs:
         agent_leg.cancel_timer = self.media.call_later(
             ring_seconds, lambda: self._agent_ring_timeout(agent_leg))
         self._send(agent_leg.invite, target)
+        self.media.call_later(0.5, lambda: self._retransmit_invite(agent_leg, target, 0.5))
+
+    def _retransmit_invite(self, agent: AgentLeg, target: Address, interval: float) -> None:
+        """RFC 3261 Timer A: resend the INVITE (0.5 s, doubling) until any response; the ring timer ends it."""
+        if agent.responded or agent.failed or agent.answered or agent.leg.ended:
+            return
+        self._send(agent.invite, target)
+        interval *= 2
+        self.media.call_later(interval, lambda: self._retransmit_invite(agent, target, interval))
 
     def _on_agent_invite_response(self, agent: AgentLeg, msg: RawSip, number: int) -> None:
         status = msg.status
+        agent.responded = True
         if status < 200:
             return
         leg = agent.leg

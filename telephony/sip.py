@@ -63,6 +63,10 @@ from telephony.sip_state import Address, AgentLeg, CallerCall, GatherState, Leg,
 
 log = logging.getLogger(__name__)
 
+T1 = 0.5
+"""RFC 3261 round-trip estimate: first retransmission interval (doubles up to T2)."""
+T2 = 4.0
+
 TYPEAHEAD_LIMIT = 32
 
 
@@ -292,7 +296,9 @@ class SipBackend(AgentLegs):
         if method == "INVITE":
             self._on_invite(msg, addr)
         elif method == "ACK":
-            return
+            found = self._by_sip.get(msg.call_id)
+            if isinstance(found, CallerCall):
+                found.acked = True
         elif method == "BYE":
             self._on_bye(msg, addr)
         elif method == "CANCEL":
@@ -396,10 +402,23 @@ class SipBackend(AgentLegs):
             call.answered = True
             pending, call.pending = call.pending, []
         self._send(ok, call.source)
+        self.media.call_later(T1, lambda: self._retransmit_ok(call, ok, T1, time.monotonic()))
         for action in pending:
             self.perform(call.call_id, action)
         if not pending and not call.agent:
             call.leg.media.set_background(None)
+
+    def _retransmit_ok(self, call: CallerCall, ok: bytes, interval: float, since: float) -> None:
+        """RFC 3261 §13.3.1.4: resend the 200 OK (T1, doubling up to T2) until the ACK; none in 64·T1 → BYE."""
+        if call.acked or call.leg.ended:
+            return
+        if time.monotonic() - since >= 64 * T1:
+            log.warning("call %s: no ACK for our 200 OK; ending it", call.call_id)
+            self.hangup(call.call_id)
+            return
+        self._send(ok, call.source)
+        interval = min(interval * 2, T2)
+        self.media.call_later(interval, lambda: self._retransmit_ok(call, ok, interval, since))
 
     def _reinvite(self, call: CallerCall, msg: RawSip, addr: Address) -> None:
         media = call.leg.media

@@ -66,6 +66,8 @@ class CallerCall:
     agent: AgentLeg | None = None
     on_hold: bool = False
     queued: bool = False
+    acked: bool = False
+    """The caller ACKed our 200 OK (until then it is retransmitted)."""
     """Waiting for an agent: announcements (a Gather from the dispatcher) keep the hold music under them."""
     lock: threading.RLock = field(default_factory=threading.RLock)
     last_response: bytes = b""
@@ -84,4 +86,6 @@ class AgentLeg:
     cancel_timer: Callable[[], None] | None = None
     failed: bool = False
     purpose: str = "agent"
+    responded: bool = False
+    """Any response to our INVITE arrived (stops its retransmission)."""
     """``agent`` or ``transfer`` (a blind transfer to an outside number)."""

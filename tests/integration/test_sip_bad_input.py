@@ -204,3 +204,20 @@ def test_cancel_before_answer_gets_487_and_is_recorded_abandoned(sip_settings: S
         assert shown["context"]  # caller id and dialled number, kept
     finally:
         running.platform.stop()
+
+
+def test_200_ok_is_retransmitted_until_the_ack(sip_platform: RunningPlatform, peer: RawPeer) -> None:
+    """A lost ACK on UDP must not leave the caller without an answer (RFC 3261 §13.3.1.4)."""
+    call_id = uuid.uuid4().hex
+    peer.send(peer.request("INVITE", uri(sip_platform), sdp("0 101", "a=rtpmap:0 PCMU/8000\r\n"), call_id=call_id))
+    first = [r for r in peer.responses(1.8) if r.startswith("SIP/2.0 200")]
+    assert len(first) >= 2, "the 200 OK was not retransmitted while no ACK came"
+    to = next(line for line in first[0].split("\r\n") if line.startswith("To:"))
+    ack = peer.request("ACK", uri(sip_platform), call_id=call_id).decode()
+    ack = ack.replace(next(
+        line for line in ack.split("\r\n") if line.startswith("To:")), to)
+    peer.send(ack.encode())
+    peer.responses(0.3)
+    assert not [r for r in peer.responses(1.5) if r.startswith("SIP/2.0 200")], "retransmitted after the ACK"
+    peer.send(peer.request("BYE", uri(sip_platform), call_id=call_id, cseq=2))
+    assert 200 in status_codes(peer.responses())
