@@ -172,3 +172,58 @@ def test_router_offers_the_queued_call_to_an_available_sip_agent(sip_settings: S
             assert segment["agent_id"] == agent_id and segment["started_at"] is not None
         finally:
             running.platform.stop()
+
+
+def test_unanswered_offer_returns_the_call_to_the_queue_and_the_next_agent_gets_it(
+    sip_settings: Settings, tmp_path: Path
+) -> None:
+    """Dispatcher end to end: agent07's phone rings out (we CANCEL), the call goes back to its place,
+    agent07 goes Not Ready (one miss allowed here), agent08 becomes available and gets the call."""
+    from callcentre.db.models import Agent
+    from callcentre.db.session import make_engine, make_session_factory
+    from callcentre.domain.events import AgentStateChanged
+
+    settings = sip_settings.replace("routing", ring_seconds=2.0, max_consecutive_misses=1)
+    seed_customers(settings)
+    with Baresip(workdir(tmp_path, "agent07"), user="agent07", answermode="manual") as sleepy, \
+         Baresip(workdir(tmp_path, "agent08"), user="agent08") as ready:
+        sleepy_id = seed_agent(settings, sleepy.contact)
+        engine = make_engine(settings.database.url)
+        with make_session_factory(engine)() as session:
+            first = session.get(Agent, sleepy_id)
+            assert first is not None
+            second = Agent(login="agent08", name="Agent Eight", password_hash="x", state="logged_out",
+                           sip_contact=ready.contact, softphone="sip")
+            second.skills.append(type(first.skills[0])(skill=first.skills[0].skill, proficiency=3))
+            session.add(second)
+            session.commit()
+            ready_id = second.id
+        running = start_platform(settings)
+        try:
+            run, sink = start_caller(running, tmp_path)
+            try:
+                queued = running.log.wait_for(CallQueued, timeout=15)
+                missed = running.log.wait_for(AgentNoAnswer, timeout=15)
+                assert missed.agent_id == sleepy_id and missed.call_id == queued.call_id
+                sleepy.wait_event("CALL_CLOSED", timeout=5)
+                with make_session_factory(engine)() as session:
+                    agent = session.get(Agent, ready_id)
+                    assert agent is not None
+                    agent.state = "available"
+                    session.commit()
+                running.platform.bus.publish(AgentStateChanged(ready_id, "available"))
+                answered = running.log.wait_for(AgentAnswered, timeout=15)
+                assert answered.agent_id == ready_id and answered.call_id == queued.call_id
+                running.backend.hangup(queued.call_id)
+                assert run.wait(20) == 0, run.errors()
+            finally:
+                run.stop()
+                sink.stop()
+            shown = calls_show(settings, queued.call_id)
+            by_agent = {s["agent_id"]: s for s in shown["segments"]}
+            assert set(by_agent) == {sleepy_id, ready_id}
+            assert by_agent[sleepy_id]["started_at"] is None  # offered, never answered
+            assert by_agent[ready_id]["started_at"] is not None
+        finally:
+            running.platform.stop()
+            engine.dispose()
