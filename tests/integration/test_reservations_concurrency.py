@@ -17,13 +17,14 @@ pytestmark = [pytest.mark.slow]
 
 
 def test_one_round_every_agent_gets_exactly_one_call(db_url: str, db_sessions: sessionmaker[Session]) -> None:
-    """40 waiting calls, 15 agents, 4 processes grabbing random pairs: exactly 15 offers are won, by
-    15 different agents for 15 different calls, and the database agrees with what the processes saw."""
-    agent_ids, _calls = seed(db_url, agents=15, calls=40)
+    """160 waiting calls, 60 agents, 4 processes grabbing random pairs: exactly 60 offers are won, by
+    60 different agents for 60 different calls, and the database agrees with what the processes saw.
+    (Big enough that the race outlasts a scheduler time slice, so the processes really collide.)"""
+    agent_ids, _calls = seed(db_url, agents=60, calls=160)
     results = run_race(db_url, processes=4, max_seconds=60)
     won = [offer for r in results for offer in r.offers]
     assert sum(r.errors for r in results) == 0
-    assert len(won) == 15
+    assert len(won) == 60
     assert Counter(a for _c, a in won).most_common(1)[0][1] == 1
     assert Counter(c for c, _a in won).most_common(1)[0][1] == 1
     assert sum(r.conflicts for r in results) > 0, "the processes never collided: the test proves nothing"
@@ -37,10 +38,8 @@ def test_one_round_every_agent_gets_exactly_one_call(db_url: str, db_sessions: s
         assert live == set(won)
         ringing = set(session.scalars(select(Agent.id).where(Agent.state == "ringing")))
         assert ringing == set(agent_ids)
-        offered = session.scalar(
-            select(func.count()).select_from(QueueEntry).where(QueueEntry.status == "offered")
-        )
-        assert offered == 15
+        offered = session.scalar(select(func.count()).select_from(QueueEntry).where(QueueEntry.status == "offered"))
+        assert offered == 60
 
 
 def test_many_cycles_each_call_answered_once(db_url: str, db_sessions: sessionmaker[Session]) -> None:
@@ -54,16 +53,9 @@ def test_many_cycles_each_call_answered_once(db_url: str, db_sessions: sessionma
     assert len({c for c, _a in won}) == 120
     with db_sessions() as session:
         assert reservations.double_assignments(session) == (0, 0)
-        per_call = Counter(
-            session.scalars(select(Reservation.call_id).where(Reservation.status == "answered"))
-        )
+        per_call = Counter(session.scalars(select(Reservation.call_id).where(Reservation.status == "answered")))
         assert len(per_call) == 120 and set(per_call.values()) == {1}
-        assert (
-            session.scalar(
-                select(func.count()).select_from(Reservation).where(Reservation.status == "active")
-            )
-            == 0
-        )
+        assert session.scalar(select(func.count()).select_from(Reservation).where(Reservation.status == "active")) == 0
 
 
 def test_naive_read_then_write_does_double_assign_on_sqlite(tmp_path: object) -> None:
