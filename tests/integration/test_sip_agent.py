@@ -227,3 +227,31 @@ def test_unanswered_offer_returns_the_call_to_the_queue_and_the_next_agent_gets_
         finally:
             running.platform.stop()
             engine.dispose()
+
+
+def test_blind_transfer_to_another_agent(sip_platform: RunningPlatform, tmp_path: Path) -> None:
+    with Baresip(workdir(tmp_path, "agent04"), user="agent04") as first, \
+         Baresip(workdir(tmp_path, "agent05"), user="agent05", answermode="manual") as second:
+        run, sink = start_caller(sip_platform, tmp_path)
+        try:
+            queued = sip_platform.log.wait_for(CallQueued, timeout=15)
+            call_id = queued.call_id
+            sip_platform.backend.connect_agent(call_id, AgentEndpoint(4, first.contact), ring_seconds=10)
+            sip_platform.log.wait_for(AgentAnswered, timeout=10, where=lambda e: e.agent_id == 4)
+            sip_platform.backend.transfer_to_agent(call_id, AgentEndpoint(5, second.contact), ring_seconds=10)
+            first.wait_event("CALL_CLOSED", timeout=5)  # the first agent's leg ended with our BYE
+            second.wait_event("CALL_INCOMING", timeout=5)
+            loud = sink.loud_frames
+            time.sleep(1.0)
+            assert sink.loud_frames - loud > 10  # the caller hears hold music while agent05 rings
+            second.accept()
+            sip_platform.log.wait_for(AgentAnswered, timeout=10, where=lambda e: e.agent_id == 5)
+            call = sip_platform.backend.calls[call_id]
+            assert call.agent is not None and call.agent.agent_id == 5
+            time.sleep(1.5)
+            assert call.agent.leg.media.stats.relayed > 20  # agent05's audio flows to the caller
+            second.hangup()
+            assert run.wait(20) == 0, run.errors()
+        finally:
+            run.stop()
+            sink.stop()
