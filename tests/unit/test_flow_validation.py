@@ -94,6 +94,8 @@ def test_not_yaml_mapping() -> None:
         parse_flow(["not", "a", "flow"])
 
 
+DEFAULT_FLOW = load_flow(default_flow_path())
+
 inputs = st.one_of(
     st.text(alphabet="0123456789*#", min_size=0, max_size=12).map(DigitsInput),
     st.just(NoInput()),
@@ -102,12 +104,12 @@ inputs = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(caller=st.sampled_from(["", "+15550100001", "+19990000000"]), script=st.lists(inputs, max_size=60))
 def test_any_input_sequence_reaches_an_ending(caller: str, script: list[IvrInput]) -> None:
     """The engine can never loop forever: ≤ 40 caller inputs always end the IVR for this flow."""
     directory = InMemoryDirectory(phones={"+15550100001": 1}, accounts={"10000002": 2}, pins={2: "0002"})
-    engine = IvrEngine(load_flow(default_flow_path()), directory)
+    engine = IvrEngine(DEFAULT_FLOW, directory)
     state, action = engine.start(CallInfo("c", caller, "1000", datetime(2026, 1, 7, 12, tzinfo=UTC)))
     turns = 0
     fillers = iter([*script, *([NoInput()] * 60)])
