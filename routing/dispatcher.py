@@ -374,42 +374,47 @@ class Dispatcher:
             with self.sessions() as session:
                 tasks = self._tasks(session, now)
                 agents = self._agents(session) if tasks else []
+                one_transaction = session.get_bind().dialect.name == "sqlite"
                 session.rollback()
             if not tasks or not agents:
                 return []
             decisions = self.router.assign(tasks, agents, _epoch(now))
-            for decision in decisions:
-                offer, contact = self._reserve(decision, now)
-                if offer is not None:
-                    won.append((offer, decision, contact))
+            # SQLite: the whole round in one transaction (one hand-over of its single write lock);
+            # elsewhere one reservation per transaction (see reservations.reserve_many).
+            rounds = [decisions] if one_transaction else [[d] for d in decisions]
+            for batch in rounds:
+                won += self._reserve(batch, now)
             for offer, decision, contact in won:
                 self._ring(offer, contact, decision.why.summary())
         return [offer for offer, _d, _c in won]
 
-    def _reserve(self, decision: Decision, now: datetime) -> tuple[reservations.Offer | None, str]:
-        agent_id = int(decision.agent_id)
-        why = {**decision.why.as_dict(), "summary": decision.why.summary(), "agent_id": agent_id}
+    def _reserve(self, decisions: list[Decision], now: datetime) -> list[tuple[reservations.Offer, Decision, str]]:
+        won: list[tuple[reservations.Offer, Decision, str]] = []
         try:
             with session_scope(self.sessions) as session:
-                offer = reservations.reserve(
-                    session,
-                    decision.call_id,
-                    agent_id,
-                    now=now,
-                    policy=self.config.policy,
-                    why=why,
-                    owner=self.owner,
-                )
-                if offer is None:
-                    return None, ""
-                call = session.get(Call, decision.call_id)
-                reservations.open_offer_segment(session, offer, queue_id=call.queue_id if call else None)
-                agent = session.get(Agent, agent_id)
-                contact = (agent.sip_contact or agent.softphone) if agent is not None else ""
-            return offer, contact or "browser"
-        except Exception:  # another process won a race the UNIQUE net caught, or a deadlock: retry later
-            log.warning("reservation of call %s for agent %s failed; will retry", decision.call_id, agent_id)
-            return None, ""
+                for decision in decisions:
+                    agent_id = int(decision.agent_id)
+                    why = {**decision.why.as_dict(), "summary": decision.why.summary(), "agent_id": agent_id}
+                    offer = reservations.reserve(
+                        session,
+                        decision.call_id,
+                        agent_id,
+                        now=now,
+                        policy=self.config.policy,
+                        why=why,
+                        owner=self.owner,
+                    )
+                    if offer is None:
+                        continue
+                    call = session.get(Call, decision.call_id)
+                    reservations.open_offer_segment(session, offer, queue_id=call.queue_id if call else None)
+                    agent = session.get(Agent, agent_id)
+                    contact = (agent.sip_contact or agent.softphone) if agent is not None else ""
+                    won.append((offer, decision, contact or "browser"))
+            return won
+        except Exception:  # the UNIQUE net caught a race, or a deadlock: nothing was reserved, next round retries
+            log.warning("reservation round of %d decision(s) failed; will retry", len(decisions))
+            return []
 
     def _ring(self, offer: reservations.Offer, contact: str, why: str) -> None:
         endpoint = AgentEndpoint(offer.agent_id, contact)

@@ -310,6 +310,26 @@ def reserve(
     return Offer(int(reservation_id), call_id, agent_id, expires_at, callback_number, now)
 
 
+def reserve_many(
+    session: Session,
+    pairs: list[tuple[str, int, dict[str, Any] | None]],
+    *,
+    now: datetime,
+    policy: ReservationPolicy,
+    owner: str = "",
+) -> list[Offer | None]:
+    """:func:`reserve` for each ``(call_id, agent_id, why)`` of one router round, in ONE transaction
+    (commit once afterwards). Each pair still wins or loses on its own conditional updates.
+
+    Meant for SQLite, where every transaction queues for the single database write lock: one lock
+    hand-over per round instead of one per call. On PostgreSQL keep one reservation per transaction
+    (two processes locking rows of overlapping batches in different orders can deadlock)."""
+    return [
+        reserve(session, call_id, agent_id, now=now, policy=policy, why=why, owner=owner)
+        for call_id, agent_id, why in pairs
+    ]
+
+
 def active_reservation(session: Session, call_id: str) -> Reservation | None:
     return session.scalars(select(Reservation).where(Reservation.active_call_id == call_id)).one_or_none()
 

@@ -123,9 +123,7 @@ def test_answer_opens_a_segment_and_late_answer_is_refused(db_sessions: sessionm
         assert segment is not None and segment.agent_id == a1
         assert segment.offered_at == T0 and segment.started_at == T0 + timedelta(seconds=4)
         call = s.get(Call, c1)
-        assert (
-            call is not None and call.state == "connected" and call.route_why == {"summary": "best resolver"}
-        )
+        assert call is not None and call.state == "connected" and call.route_why == {"summary": "best resolver"}
         assert call.answered_at == T0 + timedelta(seconds=4)
         assert s.get(Agent, a1).state == "on_call"  # type: ignore[union-attr]
         assert rsv.position(s, c1) is None
@@ -202,3 +200,17 @@ def test_policy_rejects_nonsense() -> None:
         rsv.ReservationPolicy(ring_seconds=0)
     with pytest.raises(ValueError, match="max_consecutive_misses"):
         rsv.ReservationPolicy(max_consecutive_misses=0)
+
+
+def test_reserve_many_decides_each_pair_on_its_own(db_sessions: sessionmaker[Session]) -> None:
+    """One transaction, several pairs: a pair that collides with an earlier one in the same round loses
+    alone; the others win."""
+    with db_sessions() as s:
+        a1, a2 = _agents(s, 2)
+        c1, c2, c3 = _queue(s, 3)
+        s.commit()
+        offers = rsv.reserve_many(s, [(c1, a1, None), (c2, a1, None), (c3, a2, {"x": 1})], now=T0, policy=POLICY)
+        s.commit()
+        assert [o.agent_id if o else None for o in offers] == [a1, None, a2]
+        assert _places(s) == [c2]
+        assert rsv.double_assignments(s) == (0, 0)
