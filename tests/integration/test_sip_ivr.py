@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from callcentre.domain.events import CallArrived, CallEnded, CallHungUp, CallQueued, DigitsReceived, InputTimedOut
+from callcentre.settings import Settings
 from ivr.actions import Gather, Prompt
 from tests.integration.sip_fixtures import (
     ACCOUNT,
@@ -21,8 +22,10 @@ from tests.integration.sip_fixtures import (
     PIN,
     RunningPlatform,
     calls_show,
+    seed_customers,
     sip_platform_fixture,  # noqa: F401  (fixture "sip_platform")
     sip_settings_fixture,  # noqa: F401  (fixture "sip_settings")
+    start_platform,
     workdir,
 )
 from tests.sipp import RtpSink, SippRun, render_scenario
@@ -124,3 +127,19 @@ def test_caller_hanging_up_mid_ivr_is_abandoned_at_that_step(sip_platform: Runni
     assert [e.digits for e in sip_platform.log.of(DigitsReceived)] == [ACCOUNT]
     context = {i["key"]: i["value"] for i in shown["context"]}
     assert context["caller_id"] == CALLER_UNKNOWN and context["dialled_number"] == "1000"
+
+
+def test_same_call_on_the_stock_pyvoip_client(sip_settings: Settings, tmp_path: Path) -> None:
+    """``hardened=False``: stock pyVoIP 1.6.8 ``SIPClient`` with the endpoint's own receive loop."""
+    seed_customers(sip_settings)
+    running = start_platform(sip_settings, hardened=False)
+    try:
+        assert type(running.backend.client).__module__ == "pyVoIP.SIP"
+        rc, sink, run = place_call(running, tmp_path, "stock", digits="3", caller=CALLER_KNOWN,
+                                   hold_ms=500, first_pause_ms=1000)
+        assert rc == 0, run.errors()
+        queued = running.log.wait_for(CallQueued)
+        assert queued.queue == "sales" and sink.loud_frames >= 30
+        assert calls_show(sip_settings, queued.call_id)["reason"] == "sales"
+    finally:
+        running.platform.stop()

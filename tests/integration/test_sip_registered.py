@@ -30,18 +30,20 @@ from tests.sipp import RtpSink, SippRun, render_scenario
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
 
-def registered_platform(settings: Settings, kamailio: Kamailio) -> RunningPlatform:
+def registered_platform(settings: Settings, kamailio: Kamailio, hardened: bool = True) -> RunningPlatform:
     host, port = kamailio.address
     settings = settings.replace("sip", mode="registered", registrar=f"{host}:{port}", username="1000")
     seed_customers(settings)
-    running = start_platform(settings)
+    running = start_platform(settings, hardened=hardened)
     assert running.backend.registered.wait(10), kamailio.log()[-2000:]
     return running
 
 
+@pytest.mark.parametrize("hardened", [True, False], ids=["hardened-client", "stock-client"])
 def test_call_through_kamailio_reaches_ivr_and_queue(sip_settings: Settings, kamailio: Kamailio,
-                                                     tmp_path: Path) -> None:
-    running = registered_platform(sip_settings, kamailio)
+                                                     tmp_path: Path, hardened: bool) -> None:
+    """With the stock client the endpoint registers itself (its own non-blocking REGISTER)."""
+    running = registered_platform(sip_settings, kamailio, hardened)
     try:
         work = workdir(tmp_path, "caller")
         sink = RtpSink().start()
