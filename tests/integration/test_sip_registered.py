@@ -97,3 +97,36 @@ def test_agent_registered_at_kamailio_is_reached_by_aor(sip_settings: Settings, 
             assert shown["reason"] == "technical" and shown["context"] and "segments" in shown
     finally:
         running.platform.stop()
+
+
+def test_blind_transfer_to_an_outside_number_through_the_proxy(sip_settings: Settings, kamailio: Kamailio,
+                                                                tmp_path: Path) -> None:
+    """``Transfer(number)`` dials ``sip:<number>@<registrar>``; here the "outside" phone is a baresip."""
+    from callcentre.domain.context import CallContext
+    from ivr.actions import Transfer
+
+    running = registered_platform(sip_settings, kamailio)
+    host, port = kamailio.address
+    try:
+        with Baresip(workdir(tmp_path, "outside"), user="5550000", registrar=f"{host}:{port}") as outside:
+            outside.wait_registered(timeout=10)
+            work = workdir(tmp_path, "caller")
+            sink = RtpSink().start()
+            scenario = render_scenario("agent_call.xml", work, digits="2", first_pause_ms=800)
+            run = SippRun(scenario, f"{host}:{port}", work, variables={"sinkport": str(sink.port),
+                                                                       "caller": CALLER_KNOWN}, timeout_s=40)
+            with run:
+                queued = running.log.wait_for(CallQueued, timeout=15)
+                running.backend.perform(queued.call_id, Transfer(number="5550000",
+                                                                 context=CallContext(queued.call_id)))
+                outside.wait_event("CALL_ESTABLISHED", timeout=10)
+                loud = sink.loud_frames
+                time.sleep(1.5)
+                assert sink.loud_frames - loud > 15  # the outside party's audio reaches the caller
+                outside.hangup()
+                hung = running.log.wait_for(CallHungUp, timeout=10)
+                assert hung.by == "transfer"
+                assert run.wait(20) == 0, run.errors()
+            sink.stop()
+    finally:
+        running.platform.stop()
