@@ -47,6 +47,7 @@ loadmodule "registrar.so"
 loadmodule "textops.so"
 loadmodule "siputils.so"
 loadmodule "xlog.so"
+loadmodule "cfgutils.so"
 
 modparam("usrloc", "db_mode", 0)
 modparam("registrar", "min_expires", 1)
@@ -87,6 +88,9 @@ request_route {{
     }}
     t_check_trans();
     if (is_method("REGISTER")) {{
+        if ({register_delay_us} > 0) {{
+            usleep("{register_delay_us}");
+        }}
         if (!save("location")) {{
             sl_reply_error();
         }}
@@ -151,7 +155,11 @@ def _options(port: int) -> bytes:
     ).encode()
 
 
-def start_kamailio(workdir: Path, *, default_expires: int = 60, timeout: float = 10.0, debug: int = 1) -> Kamailio:
+def start_kamailio(
+    workdir: Path, *, default_expires: int = 60, register_delay: float = 0.0, timeout: float = 10.0, debug: int = 1
+) -> Kamailio:
+    """Start kamailio; ``register_delay`` makes the registrar answer REGISTER that much later
+    (a registrar with a slow database, used to widen the re-registration race window)."""
     binary = require_binary("kamailio", "/usr/sbin/kamailio")
     workdir.mkdir(parents=True, exist_ok=True)
     last_error = ""
@@ -159,7 +167,14 @@ def start_kamailio(workdir: Path, *, default_expires: int = 60, timeout: float =
         port = free_udp_port()
         cfg = workdir / f"kamailio-{port}.cfg"
         cfg.write_text(
-            _CFG.format(port=port, rundir=workdir, modules=MODULES_DIR, default_expires=default_expires, debug=debug)
+            _CFG.format(
+                port=port,
+                rundir=workdir,
+                modules=MODULES_DIR,
+                default_expires=default_expires,
+                debug=debug,
+                register_delay_us=int(register_delay * 1_000_000),
+            )
         )
         log_path = workdir / f"kamailio-{port}.log"
         with log_path.open("wb") as log_file:

@@ -198,9 +198,10 @@ class HardenedRTPClient(RTPClient):  # type: ignore[misc, valid-type]
         sock = getattr(self, "sin", None) or self._reserved_sock
         if sock is not None:
             try:
-                sock.close()
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked recv() at once (Linux)
             except OSError:
                 pass
+            sock.close()
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=1.0)
@@ -225,6 +226,8 @@ class HardenedRTPClient(RTPClient):  # type: ignore[misc, valid-type]
                 if not self.NSD or exc.errno == errno.EBADF:
                     break
                 continue
+            if not packet and not self.NSD:
+                break
             try:
                 self.parse_packet(packet)
                 self.packets_received += 1
