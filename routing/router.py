@@ -179,7 +179,7 @@ class Router:
         """The best available agent for ``task``, or None if it must wait."""
         policy = self.policy(task.queue)
         waited = task.waited(now)
-        step_index = policy.step_at(waited)
+        step_index = policy.step_at(waited) if policy.relaxation else -1
         step = policy.relaxation[step_index] if step_index >= 0 else None
         preferred = task.preferred_agent_id if waited < policy.preferred_agent_timeout else None
         required = task.required_skills

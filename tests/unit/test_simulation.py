@@ -75,14 +75,30 @@ def test_intraday_profile_and_lognormal_handle_times() -> None:
 
 
 @pytest.mark.slow
-def test_chain_design_router_beats_greedy_pooling_efficiency() -> None:
-    """Issue 7: 6 reasons, 90 agents in a chain of pairs, 84 Erlangs, 300 s AHT, 300 s patience."""
-    refs, rows = pooling_efficiency(calls=60_000, seed=1, designs=("chain",))
-    by = {r.strategy: r for r in rows}
-    assert refs["pooled"].sl > refs["split"].sl  # type: ignore[operator]
-    assert 0.6 < by["greedy"].sl < 0.9 and 0.7 < by["greedy"].abandonment < 0.95  # the issue's ~0.75 / ~0.84
-    assert by["router"].sl > by["greedy"].sl
-    assert by["router"].abandonment > by["greedy"].abandonment
+def test_chain_design_router_beats_greedy() -> None:
+    """Issue 7: 6 reasons, 90 agents in a chain of pairs, 84 Erlangs, 300 s AHT, 300 s patience.
+
+    Both policies meet the same callers (common random numbers), and the pooled/split references are shared,
+    so beating greedy on SL20 and abandonment is beating it on both pooling efficiencies (the efficiencies
+    themselves: ``callcentre simulate --efficiency``, docs/routing.md).
+    """
+    scenario = build_scenario("chain", types=6, agents=90, load=84, aht=300, patience=300)
+    router = simulate(scenario, make_strategy("router"), calls=60_000, seed=1).report().overall
+    greedy = simulate(scenario, make_strategy("greedy"), calls=60_000, seed=1).report().overall
+    assert router.sl is not None and greedy.sl is not None
+    assert router.abandonment is not None and greedy.abandonment is not None
+    assert router.sl > greedy.sl + 0.005
+    assert router.abandonment < greedy.abandonment
+
+
+def test_pooling_efficiency_arithmetic() -> None:
+    refs, rows = pooling_efficiency(types=2, agents=8, load=6, aht=100, patience=100, calls=4000,
+                                    designs=("chain",), strategies=("greedy",))
+    (row,) = rows
+    pooled, split = refs["pooled"], refs["split"]
+    assert pooled.sl is not None and split.sl is not None and row.metrics.sl is not None
+    assert row.sl == pytest.approx((row.metrics.sl - split.sl) / (pooled.sl - split.sl))
+    assert row.as_dict()["design"] == "chain"
 
 
 def test_cli_prints_a_table_and_json() -> None:
