@@ -37,6 +37,7 @@ from pyVoIP import SIP as PYVOIP_SIP
 
 from callcentre.bus import EventBus
 from callcentre.domain.events import (
+    CallAnswered,
     CallArrived,
     CallHungUp,
     DigitsReceived,
@@ -402,6 +403,7 @@ class SipBackend(AgentLegs):
             call.answered = True
             pending, call.pending = call.pending, []
         self._send(ok, call.source)
+        self._publish(CallAnswered(call.call_id))
         self.media.call_later(T1, lambda: self._retransmit_ok(call, ok, T1, time.monotonic()))
         for action in pending:
             self.perform(call.call_id, action)
