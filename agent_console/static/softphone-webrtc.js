@@ -107,7 +107,7 @@ class WebRtcSoftphone extends SoftphoneBase {
       analyser.fftSize = 2048;
       source.connect(analyser);
       this.analysers[which] = analyser;
-      if (!this.meterTimer) this.meterTimer = setInterval(() => this._measure(), 50);
+      if (!this.meterTimer) this.meterTimer = setInterval(() => this._measure(), 25);
     } catch (e) { /* no Web Audio: no meter */ }
   }
 
@@ -120,8 +120,8 @@ class WebRtcSoftphone extends SoftphoneBase {
       this.levels[which] = rms;
       if (which === "remote") {
         this.levels.remoteMax = Math.max(this.levels.remoteMax, rms);
-        // A bounded trace of the caller's loudness (50 ms steps, 2 minutes) for diagnostics and tests.
-        if (this.trace.length < 2400) this.trace.push([Date.now(), rms]);
+        // A bounded trace of the caller's loudness (25 ms steps, 2 minutes) for diagnostics and tests.
+        if (this.trace.length < 4800) this.trace.push([Date.now(), rms]);
         if (rms > 0.01) this.levels.remoteLoudFrames += 1;
       }
     }

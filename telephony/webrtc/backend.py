@@ -33,6 +33,15 @@ class BrowserAgentBackend:
         # Further powers of the wrapped backend (address, transfer helpers, supervision …).
         return getattr(self.inner, name)
 
+    @property
+    def audio_sink(self) -> Any:
+        """The wrapped backend's received-audio hook (recording taps it); set it there, not here."""
+        return self.inner.audio_sink  # type: ignore[attr-defined]
+
+    @audio_sink.setter
+    def audio_sink(self, sink: Any) -> None:
+        self.inner.audio_sink = sink  # type: ignore[attr-defined]
+
     def start(self, bus: EventBus) -> None:
         self.bus = bus
         bus.subscribe(CallEnded, lambda event: self.forget(event.call_id))

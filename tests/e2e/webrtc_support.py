@@ -16,12 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from callcentre.bus import EventBus
-from callcentre.db.base import utcnow
-from callcentre.db.models import Agent, Call, CallSegment, Queue
-from callcentre.db.session import session_scope
-from callcentre.domain.events import CallOffered
-from telephony.base import AgentEndpoint
+from callcentre.db.models import Queue
 from tests.peers import require_binary
 from tests.sipp import RtpSink
 
@@ -113,29 +108,42 @@ class RecordingSink(RtpSink):
         return [audioop.rms(pcm[i : i + step], 2) for i in range(0, len(pcm) - step + 1, step)]
 
 
+def best_segment_correlation(received: list[float], source: list[float], length: int = 50, step: int = 10) -> float:
+    """The best correlation of any ``length``-window stretch (5 s) of ``received`` with the looped source:
+    a whole-call recording jumps in phase where one agent leaves and the next joins."""
+    if len(received) <= length:
+        return best_correlation(received, source)
+    return max(best_correlation(received[i : i + length], source)
+               for i in range(0, len(received) - length + 1, step))
+
+
 def browser_envelope(trace: list[list[float]], start_ms: float, end_ms: float) -> list[float]:
-    """The page's 50 ms loudness trace averaged into ``WINDOW_S`` windows."""
-    picked = [rms for t, rms in trace if start_ms <= t <= end_ms]
-    per = max(1, round(WINDOW_S / 0.05))
-    return [sum(picked[i : i + per]) / per for i in range(0, len(picked) - per + 1, per)]
+    """The page's loudness trace binned by its timestamps into ``WINDOW_S`` windows (a late timer in
+    a busy browser then shifts nothing); an empty bin repeats the previous value."""
+    width = WINDOW_S * 1000
+    bins: list[list[float]] = [[] for _ in range(int((end_ms - start_ms) // width))]
+    for t, rms in trace:
+        k = int((t - start_ms) // width)
+        if 0 <= k < len(bins):
+            bins[k].append(rms)
+    out: list[float] = []
+    for b in bins:
+        out.append(sum(b) / len(b) if b else (out[-1] if out else 0.0))
+    return out
 
 
-def offer_call(factory: Any, bus: EventBus, backend: Any, call_id: str, agent_id: int) -> None:
-    """Stand-in for the dispatcher's offer step (routing/dispatcher.py has not landed): the queued
-    call is offered to the agent exactly as the console expects (segment, Ringing, CallOffered)
-    and the backend rings the agent's contact (``browser``)."""
-    now = utcnow()
-    with session_scope(factory) as db:
-        call = db.get(Call, call_id)
-        assert call is not None
-        call.state = "offering"
-        db.add(CallSegment(call_id=call_id, agent_id=agent_id, queue_id=call.queue_id, offered_at=now))
-        agent = db.get(Agent, agent_id)
-        assert agent is not None
-        agent.state = "ringing"
-        agent.state_since = now
-    bus.publish(CallOffered(call_id, agent_id, why="offered by the test (dispatcher stand-in)"))
-    backend.connect_agent(call_id, AgentEndpoint(agent_id, "browser"), 20.0)
+def stereo_envelopes(path: Path, window_s: float = WINDOW_S) -> tuple[list[float], list[float]]:
+    """Loudness envelopes of the left (caller) and right (agent) channels of a 16-bit stereo WAV."""
+    with wave.open(str(path), "rb") as w:
+        assert w.getnchannels() == 2 and w.getsampwidth() == 2
+        rate, data = w.getframerate(), w.readframes(w.getnframes())
+    left, right = audioop.tomono(data, 2, 1, 0), audioop.tomono(data, 2, 0, 1)
+    step = int(rate * window_s) * 2
+
+    def env(pcm: bytes) -> list[float]:
+        return [audioop.rms(pcm[i : i + step], 2) for i in range(0, len(pcm) - step + 1, step)]
+
+    return env(left), env(right)
 
 
 def queue_id(factory: Any, name: str) -> int:
