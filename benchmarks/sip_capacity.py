@@ -242,9 +242,9 @@ def run_stack(stack: str, calls: int, rate: float, hold_s: float, sample_every: 
     else:
         prompt = str(ROOT / "ivr" / "prompts" / "main_menu.wav")
         args = ["stock", registrar, str(sip_port), prompt, str(rtp_low), str(rtp_low + 4000)]
-    child = subprocess.Popen([sys.executable, __file__, "--serve", *args], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=open(work / f"{stack}.err", "wb"),  # noqa: SIM115
-                             text=True, cwd=work)
+    with open(work / f"{stack}.err", "wb") as errors:
+        child = subprocess.Popen([sys.executable, __file__, "--serve", *args], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=errors, text=True, cwd=work)
     assert child.stdout is not None
     ready = child.stdout.readline().strip()
     if ready != "READY":

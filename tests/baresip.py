@@ -94,10 +94,10 @@ ctrl_tcp_listen		127.0.0.1:{self.ctrl_port}
         self.sip_port = self.sip_port or free_udp_port(even=True)
         self.ctrl_port = self.ctrl_port or _free_tcp_port()
         self._write_config()
-        self.proc = subprocess.Popen(
-            [binary, "-f", str(self.workdir)], stdin=subprocess.DEVNULL,
-            stdout=open(self.workdir / "baresip.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        )
+        with open(self.workdir / "baresip.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [binary, "-f", str(self.workdir)], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
