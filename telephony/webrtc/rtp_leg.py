@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import audioop
 import random
+import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from telephony.audio import FRAME_SAMPLES, PCMA, PCMU
 
 _HEADER = struct.Struct("!BBHII")
 DTMF_EVENTS = {d: i for i, d in enumerate("0123456789*#ABCD")}
+RECEIVE_BUFFER = 256 * 1024
 DIGIT_MS = 100
 GAP_MS = 60
 
@@ -52,7 +54,12 @@ class RtpLeg(asyncio.DatagramProtocol):
     @classmethod
     async def open(cls, host: str, on_audio: Callable[[bytes], None]) -> RtpLeg:
         loop = asyncio.get_running_loop()
-        _, proto = await loop.create_datagram_endpoint(lambda: cls(on_audio), local_addr=(host, 0))
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        # Room for ~2 s of frames, so a loop stalled by a busy machine delays audio instead of losing it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        sock.bind((host, 0))
+        sock.setblocking(False)
+        _, proto = await loop.create_datagram_endpoint(lambda: cls(on_audio), sock=sock)
         return proto
 
     @property

@@ -53,7 +53,7 @@ class Browser:
     def run(self, coro: Any, timeout: float = 20.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def connect(self, gateway: WebRtcGateway, agent_id: int) -> str:
+    def connect(self, gateway: WebRtcGateway, agent_id: int, only_codec: str | None = None) -> str:
         async def go() -> str:
             from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
             from aiortc.mediastreams import AudioStreamTrack
@@ -76,6 +76,12 @@ class Browser:
 
             self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
             self.pc.addTrack(Mic())
+            if only_codec is not None:  # a browser that insists on one codec
+                from aiortc import RTCRtpSender
+
+                codecs = [c for c in RTCRtpSender.getCapabilities("audio").codecs
+                          if c.mimeType.lower() == f"audio/{only_codec}"]
+                self.pc.getTransceivers()[0].setCodecPreferences(codecs)
 
             @self.pc.on("track")
             def on_track(track: Any) -> None:
@@ -282,6 +288,38 @@ def test_audio_both_ways_digits_mute_and_quality(
     assert quality.packets_received > 150 and quality.packets_lost == 0
     assert quality.frames_to_browser > 100 and quality.frames_from_browser > 150
     assert 0 <= quality.jitter_ms < 30
+
+
+def test_browser_insisting_on_opus_gets_resampled_audio_both_ways(
+    gateway: WebRtcGateway, backend: Backend, browser: Browser, media: MediaEngine
+) -> None:
+    caller: RtpSession = media.open_session(0, 101)
+    answer = browser.connect(gateway, 11, only_codec="opus")
+    audio_line = next(line for line in answer.splitlines() if line.startswith("m=audio"))
+    assert "opus/48000" in answer and audio_line.split()[3] != "0"
+    deadline = time.monotonic() + 10
+    while gateway.session_state(11) != "connected" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    gateway.expect("call-o", 11)
+    time.sleep(0.05)
+    backend.invite(gateway, gateway.agent_uri(11), caller.local_port, "o1")
+    backend.until(180)
+    assert gateway.answer("call-o", 11)
+    sdp = parse_offer(backend.until(200).split(b"\r\n\r\n", 1)[1].decode())
+    assert sdp.choose_audio() == 0  # the SIP side stays G.711
+    caller.set_remote(sdp.address, sdp.port)
+    caller.play([tone_clip(3.0)])
+    browser.levels.clear()
+    time.sleep(2.5)
+    assert sum(1 for level in browser.levels if level > 1000) > 80
+    assert caller.stats.received_loud > 10
+    backend.bye(gateway, "o1")
+    backend.until(200)
+    deadline = time.monotonic() + 3
+    while ("call-o", 11) not in gateway.quality and time.monotonic() < deadline:
+        time.sleep(0.05)
+    quality = gateway.quality[("call-o", 11)]
+    assert quality.codec == "opus" and quality.packets_lost == 0 and quality.frames_from_browser > 100
 
 
 def test_offers_from_outside_the_allowed_networks_are_refused(gateway: WebRtcGateway) -> None:
