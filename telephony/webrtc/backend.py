@@ -13,6 +13,7 @@ from typing import Any
 
 from callcentre.bus import EventBus
 from callcentre.domain.events import AgentAnswered, AgentNoAnswer, CallEnded
+from callcentre.settings import Settings
 from ivr.actions import Action
 from telephony.base import AgentEndpoint, TelephonyBackend
 from telephony.webrtc.gateway import WebRtcGateway
@@ -127,3 +128,14 @@ class BrowserAgentBackend:
     def forget(self, call_id: str) -> None:
         with self._lock:
             self._browser_legs = {leg for leg in self._browser_legs if leg[0] != call_id}
+
+
+def build_sip_backend_for_browsers(settings: Settings) -> TelephonyBackend:
+    """The SIP endpoint, behind the WebRTC gateway when ``webrtc.enabled`` (for ``callcentre.bootstrap``)."""
+    from telephony.sip import build_sip_backend
+
+    sip = build_sip_backend(settings)
+    if not settings.webrtc.enabled:
+        return sip
+    wrapped: TelephonyBackend = BrowserAgentBackend(sip, WebRtcGateway(settings.webrtc))
+    return wrapped

@@ -443,3 +443,14 @@ def test_quality_is_stored_with_the_call(session_factory: sessionmaker[Session])
         assert (row.agent_id, row.codec, row.packets_received, row.packets_lost, row.jitter_ms) == (
             4, "PCMU", 500, 2, 1.5)
         assert row.round_trip_ms == 0.8
+
+
+def test_bootstrap_factory_puts_the_sip_endpoint_behind_the_gateway(settings: Settings) -> None:
+    from telephony.sip import SipBackend
+    from telephony.webrtc.backend import BrowserAgentBackend, build_sip_backend_for_browsers
+
+    wrapped = build_sip_backend_for_browsers(settings)
+    assert isinstance(wrapped, BrowserAgentBackend) and isinstance(wrapped.inner, SipBackend)
+    assert wrapped.name == "sip" and wrapped.audio_sink is None
+    plain = build_sip_backend_for_browsers(settings.replace("webrtc", enabled=False))
+    assert isinstance(plain, SipBackend)
