@@ -220,3 +220,16 @@ def test_push_channels_are_per_agent(session_factory: Any, seeded: Seeded) -> No
     assert boss.messages.get_nowait() == {"type": "calls", "data": {"call_id": "call-push", "event": "offered"}}
     hub.unsubscribe(one)
     assert hub.connected() == 2
+
+
+def test_a_stalled_tab_cannot_grow_memory_and_shutdown_ends_every_stream() -> None:
+    from agent_console.events import MAX_PENDING
+
+    hub = PushHub()
+    stalled = hub.subscribe(7, supervisor=False)
+    for i in range(MAX_PENDING + 25):
+        hub.to_agent(7, "state", {"n": i})
+    assert stalled.messages.qsize() == MAX_PENDING and stalled.dropped == 25
+    fresh = hub.subscribe(8, supervisor=True)
+    hub.close()
+    assert hub.closed and fresh.messages.get_nowait()["type"] == "__close__"
