@@ -16,6 +16,7 @@ backend hands them to its event worker).
 
 from __future__ import annotations
 
+import audioop
 import heapq
 import itertools
 import logging
@@ -215,8 +216,6 @@ class RtpSession:
         self.stats.received_audio += 1
         if self.stats.received_audio % 5 == 0:  # sample 1 frame in 5: enough to tell speech from silence
             try:
-                import audioop
-
                 if audioop.rms(decode(payload, pt), 2) > self.LOUD_RMS:
                     self.stats.received_loud += 1
             except Exception:

@@ -407,8 +407,6 @@ class SipBackend(AgentLegs):
         self.media.call_later(T1, lambda: self._retransmit_ok(call, ok, T1, time.monotonic()))
         for action in pending:
             self.perform(call.call_id, action)
-        if not pending and not call.agent:
-            call.leg.media.set_background(None)
 
     def _retransmit_ok(self, call: CallerCall, ok: bytes, interval: float, since: float) -> None:
         """RFC 3261 §13.3.1.4: resend the 200 OK (T1, doubling up to T2) until the ACK; none in 64·T1 → BYE."""
