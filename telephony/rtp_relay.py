@@ -76,6 +76,8 @@ class RtpSession:
         self.event_pt = event_pt
         self.on_dtmf = on_dtmf
         self.stats = MediaStats()
+        self.last_received = time.monotonic()
+        """When the far end last sent us any RTP (or when the session opened)."""
         self.closed = False
         self._ssrc = random.getrandbits(32)
         self._seq = random.getrandbits(16)
@@ -192,6 +194,7 @@ class RtpSession:
         self._send_payload(self._next_frame(), self.payload_type)
 
     def _receive(self, packet: bytes) -> None:
+        self.last_received = time.monotonic()
         if len(packet) < 12 or packet[0] >> 6 != 2:
             self.stats.dropped_garbage += 1
             return

@@ -114,12 +114,16 @@ class SipBackend(AgentLegs):
         hold_music: str | Path | None = None,
         hold_message_every: float = 30.0,
         answer_delay: float = 0.0,
+        rtp_timeout: float = 60.0,
     ) -> None:
         self.settings = settings
         self.prompts_dir = Path(prompts_dir)
         self.numbers = {n.strip() for n in settings.numbers.split(",") if n.strip()}
         self.hold_message_every = hold_message_every
         self.answer_delay = answer_delay
+        self.rtp_timeout = rtp_timeout
+        """A caller who sends no RTP at all for this long has vanished without a BYE: end the call
+        (0 = never). Not applied while the caller put us on hold (re-INVITE sendonly/inactive)."""
         """Seconds to ring before answering (0 = at once); a CANCEL in this window gets 487."""
         self.hardened = hardened
         self.bus: EventBus | None = None
@@ -160,6 +164,8 @@ class SipBackend(AgentLegs):
         username = self.settings.username or next(iter(sorted(self.numbers)), "callcentre")
         self._running = True
         self.media.start()
+        if self.rtp_timeout > 0:
+            self.media.call_later(min(5.0, self.rtp_timeout / 2), self._rtp_watchdog)
         if _is_hardened(client_cls):
             self.client = client_cls(
                 registrar_host, registrar_port, username, self.settings.password, phone=_PhoneShim(),
@@ -420,6 +426,18 @@ class SipBackend(AgentLegs):
         interval = min(interval * 2, T2)
         self.media.call_later(interval, lambda: self._retransmit_ok(call, ok, interval, since))
 
+    def _rtp_watchdog(self) -> None:
+        if not self._running:
+            return
+        now = time.monotonic()
+        for call in list(self.calls.values()):
+            media = call.leg.media
+            if (media is not None and call.answered and not call.remote_hold
+                    and now - media.last_received > self.rtp_timeout):
+                log.warning("call %s: no RTP for %.0f s; ending it", call.call_id, self.rtp_timeout)
+                self._hangup(call, by="caller", cause="rtp-timeout")
+        self.media.call_later(min(5.0, self.rtp_timeout / 2), self._rtp_watchdog)
+
     def _reinvite(self, call: CallerCall, msg: RawSip, addr: Address) -> None:
         media = call.leg.media
         if media is None:
@@ -428,8 +446,11 @@ class SipBackend(AgentLegs):
             offer = parse_offer(msg.body.decode("utf-8", errors="replace")) if msg.body else None
         except SdpError:
             offer = None
-        if offer is not None and offer.address != "0.0.0.0":
-            media.set_remote(offer.address, offer.port)
+        if offer is not None:
+            call.remote_hold = offer.address == "0.0.0.0" or offer.direction in ("sendonly", "inactive")
+            media.last_received = time.monotonic()
+            if offer.address != "0.0.0.0":
+                media.set_remote(offer.address, offer.port)
         sdp = build_sdp(random.randint(1, 2**31), self.address[0], media.local_port, media.payload_type,
                         media.event_pt)
         self._send(build_response(msg, 200, "OK", to_tag=call.leg.local_tag, extra=[self._contact_header()],
@@ -631,8 +652,11 @@ class SipBackend(AgentLegs):
     # ---- ending calls -------------------------------------------------------------------------
     def hangup(self, call_id: str) -> None:
         call = self.calls.get(call_id)
-        if call is None:
-            return
+        if call is not None:
+            self._hangup(call)
+
+    def _hangup(self, call: CallerCall, by: str = "platform", cause: str = "normal") -> None:
+        """Our BYE (or 480 before the answer); ``by="caller"`` when they vanished (no RTP)."""
         with call.lock:
             if call.leg.ended:
                 return
@@ -644,7 +668,7 @@ class SipBackend(AgentLegs):
             call.cancelled = True
             self._send(build_response(call.invite, 480, "Temporarily Unavailable", to_tag=call.leg.local_tag),
                        call.source)
-        self._end_call(call, by="platform", cause="normal")
+        self._end_call(call, by=by, cause=cause)
 
     def _end_call(self, call: CallerCall, by: str, cause: str) -> None:
         with call.lock:

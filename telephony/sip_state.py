@@ -67,6 +67,8 @@ class CallerCall:
     on_hold: bool = False
     queued: bool = False
     acked: bool = False
+    remote_hold: bool = False
+    """The caller put us on hold (re-INVITE sendonly/inactive): no RTP is expected from them."""
     """The caller ACKed our 200 OK (until then it is retransmitted)."""
     """Waiting for an agent: announcements (a Gather from the dispatcher) keep the hold music under them."""
     lock: threading.RLock = field(default_factory=threading.RLock)

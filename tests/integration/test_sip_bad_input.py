@@ -226,3 +226,24 @@ def test_200_ok_is_retransmitted_until_the_ack(sip_platform: RunningPlatform, pe
         "retransmitted after the ACK")
     peer.send(peer.request("BYE", uri(sip_platform), call_id=call_id, cseq=2))
     assert 200 in status_codes(peer.responses())
+
+
+def test_caller_who_vanishes_without_bye_is_ended_after_the_rtp_timeout(sip_settings: Settings) -> None:
+    """No BYE and no RTP (the phone lost power, the NAT closed): don't keep a ghost call in the queue."""
+    seed_customers(sip_settings)
+    running = start_platform(sip_settings, rtp_timeout=1.5)
+    peer = RawPeer(running.backend.address)
+    try:
+        call_id = uuid.uuid4().hex
+        peer.send(peer.request("INVITE", uri(running), sdp("0 101", "a=rtpmap:0 PCMU/8000\r\n"), call_id=call_id))
+        ok = [r for r in peer.responses(1.0) if r.startswith("SIP/2.0 200")]
+        assert ok
+        arrived = running.log.wait_for(CallArrived)
+        hung = running.log.wait_for(CallHungUp, timeout=10)
+        assert hung.call_id == arrived.call_id and hung.by == "caller" and hung.cause == "rtp-timeout"
+        byes = [r for r in peer.responses(1.0, until_final=False) if r.startswith("BYE ")]
+        assert byes, "no BYE sent to the vanished caller"
+        assert running.log.wait_for(CallEnded).outcome == "abandoned"
+    finally:
+        peer.close()
+        running.platform.stop()
