@@ -200,6 +200,14 @@
     if (r.ok) { $("transfer-reason").value = ""; $("transfer-note").value = ""; refresh(); }
   });
 
+  $("similar-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (!view.callId) return;
+    const q = encodeURIComponent($("similar-q").value);
+    const r = await api("GET", "/api/calls/" + encodeURIComponent(view.callId) + "/similar?q=" + q);
+    if (r.ok) renderSimilar(r.data.results);
+  });
+
   $("disposition").addEventListener("change", () => {
     const opt = $("disposition").selectedOptions[0];
     if (opt && opt.dataset.resolved) $("resolved-" + opt.dataset.resolved).checked = true;

@@ -69,6 +69,12 @@ def test_offer_screen_pop_transfer_and_wallboard(
     expect(history).to_contain_text("Refunded the double charge")
     expect(history).to_contain_text("charged twice")
     expect(agent1.locator("#pop-similar li").first).to_contain_text("Refunded the double charge")
+    agent1.fill("#similar-q", "march invoice")
+    with agent1.expect_response(lambda r: "/similar?q=march%20invoice" in r.url) as searched:
+        agent1.locator("#similar-form button").click()
+    assert searched.value.ok and searched.value.json()["results"][0]["call_id"] == "call-history-1"
+    expect(agent1.locator("#pop-similar li")).to_have_count(1)
+    expect(agent1.locator("#pop-similar li").first).to_contain_text("March invoice")
     expect(boss.locator('#agents tr[data-agent="agent01"]')).to_have_attribute("data-state", "ringing")
     agent1.screenshot(path=str(artifacts / "console-agent1-offer.png"), full_page=True)
 
