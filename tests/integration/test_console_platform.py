@@ -111,6 +111,15 @@ def test_call_from_ivr_to_console_transfer_and_wrap_up(app: Flask, platform: Any
     post(ada, ada_token, f"/api/calls/{call_id}/answer")
     assert ada.get("/api/agent/current").get_json()["state"] == "on_call"
     assert platform.backend.calls[call_id].connected_agent == ids["agent01"]
+    assert post(ada, ada_token, f"/api/calls/{call_id}/hold", {"on": True}) == {"ok": True, "on_hold": True}
+    assert platform.backend.calls[call_id].on_hold
+    post(ada, ada_token, f"/api/calls/{call_id}/hold", {"on": False})
+    assert not platform.backend.calls[call_id].on_hold
+    # The memory backend has no mute or keypad: refused with the reason the page shows.
+    r = ada.post(f"/api/calls/{call_id}/dtmf", json={"digits": "1"}, headers={"X-CSRFToken": ada_token})
+    assert r.status_code == 409 and "keypad" in r.get_json()["error"]
+    r = ada.post(f"/api/calls/{call_id}/dtmf", json={"digits": "1; drop"}, headers={"X-CSRFToken": ada_token})
+    assert r.status_code == 400
 
     # Blind transfer to Ben with a reason and a note, through the dispatcher.
     post(ben, ben_token, "/api/agent/state", {"state": "available"})
