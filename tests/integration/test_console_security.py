@@ -207,3 +207,21 @@ def test_empty_secret_key_means_a_random_key_per_process(settings: Settings, eng
     assert a.config["SECRET_KEY"] != b.config["SECRET_KEY"] and len(a.config["SECRET_KEY"]) >= 32
     fixed = create_app(settings.replace("http", secret_key="from-settings"))
     assert fixed.config["SECRET_KEY"] == "from-settings"
+
+
+def test_malformed_requests_get_a_clear_answer(app: Flask, seeded: Seeded) -> None:
+    agent, token = login(app, "agent01")
+    headers = {"X-CSRFToken": token, "Content-Type": "application/json"}
+    for body in (b"{not json", b"[1, 2]", b'"text"'):
+        r = agent.post("/api/agent/state", data=body, headers=headers)
+        assert r.status_code == 400 and r.json == {"error": "send a JSON object"}, body
+    r = agent.post("/api/agent/state", json={"state": 5}, headers={"X-CSRFToken": token})
+    assert r.status_code == 400 and "text" in r.json["error"]
+    r = agent.post("/api/calls/call-history-1/wrap-up", json={"disposition": "resolved", "resolved": "yes"},
+                   headers={"X-CSRFToken": token})
+    assert r.status_code == 400 and "true or false" in r.json["error"]
+    r = agent.post("/api/calls/nope/transfer", json={"kind": "blind", "target_type": "agent", "target": "x" * 500,
+                   "reason": "r", "note": "n"}, headers={"X-CSRFToken": token})
+    assert r.status_code == 400
+    missing = agent.get("/api/no-such-thing")
+    assert missing.status_code == 404 and "not found" in missing.json["error"]
