@@ -71,6 +71,7 @@ class AsteriskCall:
     agent_uniqueid: str = ""
     originate_id: str = ""
     agent_settled: bool = True
+    agent_connected: bool = False
     platform_hangup: bool = False
     ended: bool = False
     recording: bool = False
@@ -273,6 +274,7 @@ class AsteriskBackend:
             if call.agent_settled or call.agent_id is None:
                 return
             call.agent_settled = True
+            call.agent_connected = answered
             agent_id = call.agent_id
             self._originates.pop(call.originate_id, None)
         if answered:
@@ -329,12 +331,19 @@ class AsteriskBackend:
             if uid == call.uniqueid:
                 self._end(call, "caller", cause)
             elif uid == call.agent_uniqueid and not call.ended:
-                self._publish(CallHungUp(call.call_id, by="agent", cause=cause))
+                # Only a conversation the agent ends counts; a leg that rang out was AgentNoAnswer.
+                if call.agent_connected:
+                    call.agent_connected = False
+                    self._publish(CallHungUp(call.call_id, by="agent", cause=cause))
+                call.agent_uniqueid = call.agent_channel = ""
         elif name == "DTMFEnd" and uid == call.uniqueid and not call.in_agi:
             if keys.get("Direction", "Received") == "Received" and keys.get("Digit"):
                 self._publish(DigitsReceived(call.call_id, digits=keys["Digit"]))
         elif name == "DialEnd" and not call.agent_settled:
             self._agent_result(call, answered=keys.get("DialStatus", "") == "ANSWER")
+        elif name == "BridgeEnter" and uid == call.agent_uniqueid and not call.agent_settled:
+            # The agent reached the caller by other means than our Originate (e.g. a PBX transfer).
+            self._agent_result(call, answered=True)
 
     def _resync(self) -> None:
         """After a (re)connect: publish the hang-ups that happened while AMI was not watching."""
@@ -350,8 +359,10 @@ class AsteriskBackend:
             if call.uniqueid not in live and not call.in_agi:
                 self._end(call, "caller", "hung up while the AMI link was down")
             elif call.agent_uniqueid and call.agent_uniqueid not in live:
-                call.agent_uniqueid = ""
-                self._publish(CallHungUp(call.call_id, by="agent", cause="hung up while the AMI link was down"))
+                call.agent_uniqueid = call.agent_channel = ""
+                if call.agent_connected:
+                    call.agent_connected = False
+                    self._publish(CallHungUp(call.call_id, by="agent", cause="hung up while the AMI link was down"))
 
     # -- FastAGI (one thread per call) -------------------------------------------------------------
     def _on_agi_session(self, session: AgiSession) -> None:

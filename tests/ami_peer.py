@@ -116,7 +116,7 @@ class AmiPeer:
         self.delay: dict[str, float] = {}
         """Per action name: seconds to wait before responding (out-of-order responses)."""
         self.originate_outcome: str = "answer"
-        """``answer``, ``noanswer`` or ``busy``."""
+        """``answer``, ``noanswer``, ``busy``, or ``none`` (the test replays the events itself)."""
         self.logins = 0
         self._seq = 1000
         self._threads: list[threading.Thread] = []
@@ -348,6 +348,8 @@ class AmiPeer:
         aid = action.get("ActionID", "")
         self._respond(conn, action, "Success", Message="Originate successfully queued")
         outcome = self.originate_outcome
+        if outcome == "none":
+            return
 
         def later() -> None:
             time.sleep(0.05)

@@ -225,7 +225,7 @@ def test_connect_agent_originates_and_bridges(peer: AmiPeer, backend: tuple[Aste
     bridge = peer.actions_named("Bridge")[0]
     call = be.call("call-fixture-a")
     assert call is not None and bridge["Channel1"] == "PJSIP/trunk-00000011" == call.channel
-    assert bridge["Channel2"] == call.agent_channel.split()[0]
+    assert bridge["Channel2"] == call.agent_channel
     assert recorder.of(AgentAnswered)[0].agent_id == 7
     peer.emit({"Event": "Hangup", "Channel": call.agent_channel, "Uniqueid": call.agent_uniqueid,
                "Cause": "16", "Cause-txt": "Normal Clearing"})
@@ -332,3 +332,24 @@ def test_stock_send_action_api_still_works(peer: AmiPeer, link_events: tuple[Ami
     assert client is not None
     response = client.send_action(SimpleAction("Ping")).response
     assert response is not None and response.keys["Ping"] == "Pong"
+
+
+def test_dial_and_bridge_events_settle_the_agent_leg(peer: AmiPeer, backend: tuple[AsteriskBackend, Recorder]) -> None:
+    """Documented ``DialBegin``/``DialEnd`` (``DestUniqueid``, ``DialStatus: NOANSWER``) for the agent
+    channel tagged by ``VarSet CALLCENTRE_CALL_ID`` → ``AgentNoAnswer`` (its ``Hangup`` then ends no
+    conversation: no ``CallHungUp``); a documented ``BridgeEnter`` of the agent channel →
+    ``AgentAnswered``. Replayed from ``tests/fixtures/ami/agent_dial_noanswer.txt`` and
+    ``agent_bridge_enter.txt``."""
+    be, recorder = backend
+    peer.originate_outcome = "none"
+    peer.replay("call_setup.txt")
+    assert wait_for(lambda: be.call("call-fixture-b") is not None)
+    be.connect_agent("call-fixture-a", AgentEndpoint(5, "pjsip:agent05"), ring_seconds=30)
+    be.connect_agent("call-fixture-b", AgentEndpoint(6, "pjsip:agent06"), ring_seconds=30)
+    peer.replay("agent_dial_noanswer.txt")
+    peer.replay("agent_bridge_enter.txt")
+    assert wait_for(lambda: recorder.of(AgentNoAnswer) and recorder.of(AgentAnswered))
+    assert [(e.call_id, e.agent_id) for e in recorder.of(AgentNoAnswer)] == [("call-fixture-a", 5)]
+    assert [(e.call_id, e.agent_id) for e in recorder.of(AgentAnswered)] == [("call-fixture-b", 6)]
+    time.sleep(0.1)
+    assert not recorder.of(CallHungUp), "a leg that rang out is not the agent ending a conversation"
