@@ -46,8 +46,10 @@ def console_server(settings: Settings, engine: Any, tmp_path: Path) -> Iterator[
 def browser() -> Iterator[Any]:
     chromium = require_binary("chromium", "/usr/bin/chromium")
     require_module("playwright")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # The machine is shared by parallel test runs: give assertions room instead of flaking.
+    expect.set_options(timeout=15_000)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         try:
