@@ -310,6 +310,8 @@ class Dispatcher:
                 if cancelled.agent_id is not None:
                     published.append(AgentStateChanged(cancelled.agent_id, AgentState.AVAILABLE.value, at=now))
                 handled = self._end_connected(session, event, now, published)
+                if not handled and not was_waiting:
+                    handled = self._closed_by_console(session, event.call_id)
                 if was_waiting and not cancelled.kept_for_callback:
                     call = session.get(Call, event.call_id)
                     if call is not None and call.state != CallState.ENDED.value:
@@ -532,6 +534,23 @@ class Dispatcher:
                 call.state, call.ended_at = CallState.ENDED.value, now
                 published.append(CallEnded(event.call_id, outcome=call.outcome or "completed"))
         return handled
+
+    @staticmethod
+    def _closed_by_console(session: Session, call_id: str) -> list[float]:
+        """The agent hung up from the console, which closed the leg before the backend reported the
+        hang-up: take the handle time from that leg so the live AHT still learns from it."""
+        last = session.scalars(
+            select(CallSegment)
+            .where(
+                CallSegment.call_id == call_id,
+                CallSegment.started_at.is_not(None),
+                CallSegment.ended_at.is_not(None),
+            )
+            .order_by(CallSegment.id.desc())
+        ).first()
+        if last is None or last.started_at is None or last.ended_at is None:
+            return []
+        return [(last.ended_at - last.started_at).total_seconds()]
 
     def _entry_decision(self, session: Session, queue: str, now: datetime) -> qx.EntryDecision:
         rules = self.config.rules.get(queue)

@@ -316,3 +316,23 @@ def test_two_dispatchers_sharing_a_database_ring_only_their_own_callers(
             assert rsv.double_assignments(s) == (0, 0)
     finally:
         other_engine.dispose()
+
+
+def test_handle_time_learned_when_console_closed_the_leg_first(platform: Platform) -> None:
+    """The console's hang-up button closes the leg before the backend reports CallHungUp: the live
+    AHT must still learn the handle time from that leg."""
+    (agent,) = _seed(platform.sessions, [4])
+    call_id = platform.arrive()
+    platform.backend.agent_answers(call_id)
+    with platform.sessions() as s:  # what ConsoleActions.hangup does before asking the backend
+        s.execute(
+            update(CallSegment)
+            .where(CallSegment.call_id == call_id)
+            .values(ended_at=platform.clock.now + timedelta(seconds=95), end_reason="completed")
+        )
+        s.execute(update(Agent).where(Agent.id == agent).values(state="wrap_up"))
+        s.commit()
+    platform.clock.advance(95)
+    platform.backend.agent_hangs_up(call_id)
+    rates = platform.dispatcher.window("billing").rates(platform.clock.now.timestamp())
+    assert rates.handled_samples == 1 and rates.aht == pytest.approx(95)
