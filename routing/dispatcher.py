@@ -61,8 +61,8 @@ from callcentre.domain.events import (
     Event,
 )
 from ivr.actions import Gather, Hangup, Prompt, Transfer
+from routing import history, reservations, transfers
 from routing import queue_experience as qx
-from routing import reservations, transfers
 from routing.router import AgentView, Decision, Router, Task
 from routing.skills import QueuePolicy, RelaxationStep, check_requirements, parse_requirements
 from telephony.base import AgentEndpoint, TelephonyBackend
@@ -183,10 +183,14 @@ class Dispatcher:
 
     @property
     def router(self) -> Router:
-        """Given, or built on first use from the queues table (so wiring needs no database yet)."""
+        """Given, or built on first use from the queues table and the last 90 days of first-contact
+        outcomes (so wiring needs no database yet)."""
         if self._router is None:
             with self.sessions() as session:
-                self._router = Router(policies_from_queues(session.scalars(select(Queue))))
+                self._router = Router(
+                    policies_from_queues(session.scalars(select(Queue))),
+                    history.resolution_model(session, now=self.clock()),
+                )
         return self._router
 
     # -- wiring --------------------------------------------------------------------------------------
