@@ -57,6 +57,9 @@ ALL_DIGITS = "0123456789*#"
 CALL_ID_VARIABLE = "CALLCENTRE_CALL_ID"
 AGI_IDLE_SECONDS = 30.0
 """How long an AGI session waits for the IVR's next action before giving up on the call."""
+QUEUED_GRACE_SECONDS = 1.0
+"""After an announcement to a queued caller: how long to wait for a follow-up action (e.g. the
+callback confirmation) before sending the caller back to hold."""
 
 
 @dataclass
@@ -72,6 +75,8 @@ class AsteriskCall:
     originate_id: str = ""
     agent_settled: bool = True
     agent_connected: bool = False
+    queued: bool = False
+    """Waiting for an agent (on hold); an announcement played to it ends by returning to hold."""
     platform_hangup: bool = False
     ended: bool = False
     recording: bool = False
@@ -150,6 +155,7 @@ class AsteriskBackend:
         if isinstance(action, Hangup | RequestCallback) and not action.prompts:
             self.hangup(call_id)
         elif isinstance(action, Enqueue) and not action.prompts:
+            call.queued = True
             self._ami("Redirect", Channel=call.channel, Context=self.contexts["hold"], Exten="s", Priority="1")
         elif isinstance(action, Transfer) and not action.prompts:
             self._ami("Redirect", Channel=call.channel, Context=self.contexts["transfer"],
@@ -275,6 +281,8 @@ class AsteriskBackend:
                 return
             call.agent_settled = True
             call.agent_connected = answered
+            if answered:
+                call.queued = False
             agent_id = call.agent_id
             self._originates.pop(call.originate_id, None)
         if answered:
@@ -348,13 +356,15 @@ class AsteriskBackend:
     def _resync(self) -> None:
         """After a (re)connect: publish the hang-ups that happened while AMI was not watching."""
         link = self._require_link()
+        # Judge only calls known before the snapshot is asked for: a call that arrives (FastAGI)
+        # while the list is being built is missing from it without having hung up.
+        with self._lock:
+            calls = [c for c in self._calls.values() if not c.ended]
         try:
             live = {e.keys.get("Uniqueid", "") for e in link.collect("CoreShowChannels")}
         except AmiError as exc:
             log.warning("resync after AMI reconnect failed: %s", exc)
             return
-        with self._lock:
-            calls = [c for c in self._calls.values() if not c.ended]
         for call in calls:
             if call.uniqueid not in live and not call.in_agi:
                 self._end(call, "caller", "hung up while the AMI link was down")
@@ -387,8 +397,12 @@ class AsteriskBackend:
         try:
             while not session.hung_up:
                 try:
-                    action = call.mailbox.get(timeout=self._agi_idle)
+                    # A queued caller brought in for an announcement goes back to hold when nothing follows.
+                    action = call.mailbox.get(timeout=QUEUED_GRACE_SECONDS if call.queued else self._agi_idle)
                 except queue.Empty:
+                    if call.queued:
+                        session.set_variable("CALLCENTRE_NEXT", "queue")
+                        break
                     log.warning("call %s: no IVR action within %.0fs; hanging up", call.call_id, self._agi_idle)
                     call.platform_hangup = True
                     session.hangup()
@@ -417,6 +431,7 @@ class AsteriskBackend:
             return False
         self._play(session, action.prompts)
         if isinstance(action, Enqueue):
+            call.queued = True
             session.set_variable("CALLCENTRE_QUEUE", action.queue)
             session.set_variable("CALLCENTRE_NEXT", "queue")
             return True

@@ -353,7 +353,13 @@ class TwilioWebhooks:
         action = capture.close()
         if action is None:
             response = VoiceResponse()
-            response.hangup()
+            call = session.get(Call, row.call_id)
+            if call is not None and call.state == "queued":
+                # An announcement while waiting (position, callback offer) is over: back to the queue.
+                response.enqueue(self._queue_of(row.call_id), wait_url=self.backend.urls.of("wait"),
+                                 wait_url_method="POST", action=self.backend.urls.of("queue-exit"), method="POST")
+            else:
+                response.hangup()
             return str(response)
         row.webhook_seq += 1
         return self.backend.render(action, gather_url=self.backend.urls.of(f"gather/{row.webhook_seq}"))

@@ -353,3 +353,37 @@ def test_dial_and_bridge_events_settle_the_agent_leg(peer: AmiPeer, backend: tup
     assert [(e.call_id, e.agent_id) for e in recorder.of(AgentAnswered)] == [("call-fixture-b", 6)]
     time.sleep(0.1)
     assert not recorder.of(CallHungUp), "a leg that rang out is not the agent ending a conversation"
+
+
+def test_announcement_to_a_queued_caller_returns_them_to_hold(peer: AmiPeer,
+                                                              backend: tuple[AsteriskBackend, Recorder]) -> None:
+    """A caller on hold (AGI ended with ``CALLCENTRE_NEXT=queue``) gets an announcement: the backend
+    ``Redirect``s the channel to ``resume`` in the IVR context (documented Redirect keys Channel/
+    Context/Exten/Priority); Asterisk runs the FastAGI again (played by ``tests/agi_peer.py``), the
+    announcement plays as ``GET DATA``, and with no key pressed and nothing more to do the AGI sets
+    ``CALLCENTRE_NEXT=queue`` again (back to music on hold) instead of hanging up. The IVR's decision
+    to enqueue is scripted here (a bus handler), the backend and both protocols are real."""
+    from callcentre.domain.context import CallContext
+    from callcentre.domain.events import CallArrived
+    from ivr.actions import Enqueue, Gather, Prompt
+    from tests.agi_peer import AgiCaller, agi_environment
+
+    be, _ = backend
+    assert be._bus is not None
+    be._bus.subscribe(CallArrived, lambda e: be.perform(e.call_id, Enqueue(
+        queue="general", required_skills=(), priority=0, language="en", context=CallContext(e.call_id))))
+    env = agi_environment(uniqueid="1700000200.1", caller="+15550100001")
+    peer.emit({"Event": "Newchannel", "Channel": env["agi_channel"], "Uniqueid": env["agi_uniqueid"],
+               "Linkedid": env["agi_uniqueid"], "ChannelState": "6", "ChannelStateDesc": "Up"})
+    first = AgiCaller(be.agi.address[1], env, []).start()
+    assert first.wait() and first.variables["CALLCENTRE_NEXT"] == "queue"
+    call_id = first.variables["CALLCENTRE_CALL_ID"]
+
+    be.perform(call_id, Gather(prompts=(Prompt("queue_next", "You are next in line."),), timeout_seconds=2))
+    redirect = peer.actions_named("Redirect")[-1]
+    assert (redirect["Channel"], redirect["Context"], redirect["Exten"]) == (env["agi_channel"], "callcentre-in",
+                                                                              "resume")
+    again = AgiCaller(be.agi.address[1], {**env, "agi_extension": "resume"}, [None]).start()
+    assert again.wait() and again.error is None
+    assert again.played == ["callcentre/queue_next"]
+    assert again.variables.get("CALLCENTRE_NEXT") == "queue" and "HANGUP" not in again.commands

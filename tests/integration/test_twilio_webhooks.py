@@ -381,3 +381,27 @@ def test_console_app_serves_the_webhooks(worker: Worker, twilio_settings: Settin
     assert twiml(post_signed(client, "/twilio/voice", params)).find("Gather") is not None
     assert post_signed(client, "/twilio/voice", params, signature="").status_code == 403
     app.extensions["twilio_webhooks"].drain()
+
+
+def test_announcement_to_a_queued_caller_returns_them_to_the_queue(worker: Worker) -> None:
+    """While a caller waits in ``<Enqueue>``, the router's periodic announcement (a ``Gather`` performed
+    outside any webhook) goes out over REST (``POST /Calls/{CallSid}.json`` with ``Twiml``); its
+    Gather callback without input (documented ``actionOnEmptyResult``) puts the caller back into the
+    same queue instead of ending the call."""
+    from ivr.actions import Gather, Prompt
+
+    sid = "CA" + "b2" * 16
+    phone = demo_customer(1)["phone"]
+    post_signed(worker.client, "/twilio/voice", call_params(sid, phone))
+    post_signed(worker.client, "/twilio/gather/1", {**call_params(sid, phone, status="in-progress"), "Digits": "1"})
+    worker.app.extensions["twilio_webhooks"].drain()
+    call_id = call_of(worker, sid).id
+    worker.backend.perform(call_id, Gather(prompts=(Prompt("queue_next", "You are next in line."),)))
+    import xml.etree.ElementTree as ET
+
+    pushed = ET.fromstring(worker.http.posted(f"/Calls/{sid}.json")[-1]["data"]["Twiml"]).find("Gather")
+    assert pushed is not None and pushed.get("action") == f"{PUBLIC}/twilio/gather/3"
+    root = twiml(post_signed(worker.client, "/twilio/gather/3", call_params(sid, phone, status="in-progress")))
+    enqueue = root.find("Enqueue")
+    assert enqueue is not None and enqueue.text == "billing" and root.find("Hangup") is None
+    assert call_of(worker, sid).state == "queued"
