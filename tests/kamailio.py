@@ -48,6 +48,7 @@ loadmodule "textops.so"
 loadmodule "siputils.so"
 loadmodule "xlog.so"
 loadmodule "cfgutils.so"
+loadmodule "auth.so"
 
 modparam("usrloc", "db_mode", 0)
 modparam("registrar", "min_expires", 1)
@@ -90,6 +91,10 @@ request_route {{
     if (is_method("REGISTER")) {{
         if ({register_delay_us} > 0) {{
             usleep("{register_delay_us}");
+        }}
+        if ("{password}" != "" && !pv_www_authenticate("$td", "{password}", "0")) {{
+            www_challenge("$td", "{qop}");
+            exit;
         }}
         if (!save("location")) {{
             sl_reply_error();
@@ -156,10 +161,19 @@ def _options(port: int) -> bytes:
 
 
 def start_kamailio(
-    workdir: Path, *, default_expires: int = 60, register_delay: float = 0.0, timeout: float = 10.0, debug: int = 1
+    workdir: Path,
+    *,
+    default_expires: int = 60,
+    register_delay: float = 0.0,
+    password: str = "",
+    qop: bool = False,
+    timeout: float = 10.0,
+    debug: int = 1,
 ) -> Kamailio:
     """Start kamailio; ``register_delay`` makes the registrar answer REGISTER that much later
-    (a registrar with a slow database, used to widen the re-registration race window)."""
+    (a registrar with a slow database, used to widen the re-registration race window);
+    ``password`` makes it demand digest authentication for REGISTER (every user, that password;
+    ``qop`` adds ``qop=auth`` to the challenge)."""
     binary = require_binary("kamailio", "/usr/sbin/kamailio")
     workdir.mkdir(parents=True, exist_ok=True)
     last_error = ""
@@ -174,6 +188,8 @@ def start_kamailio(
                 default_expires=default_expires,
                 debug=debug,
                 register_delay_us=int(register_delay * 1_000_000),
+                password=password,
+                qop=1 if qop else 0,
             )
         )
         log_path = workdir / f"kamailio-{port}.log"

@@ -241,7 +241,12 @@ def rtp_range() -> tuple[int, int]:
 
 @contextmanager
 def hardened_phone(
-    handler: Callable[[Any], None] | None, *, kamailio: Kamailio | None = None, username: str = "1000", **kwargs: Any
+    handler: Callable[[Any], None] | None,
+    *,
+    kamailio: Kamailio | None = None,
+    username: str = "1000",
+    password: str = "",
+    **kwargs: Any,
 ) -> Iterator[patches.HardenedVoIPPhone]:
     low, high = rtp_range()
     server = kamailio.address if kamailio is not None else ("127.0.0.1", 5060)
@@ -249,7 +254,7 @@ def hardened_phone(
         server[0],
         server[1],
         username,
-        "",
+        password,
         myIP="127.0.0.1",
         callCallback=handler,
         sipPort=0,
