@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,11 @@ RECEIVE_PREFETCH = 1
 """Packets aiortc's audio jitter buffer holds before decoding. aiortc 1.16 hard-codes 4 (80 ms of
 G.711), most of the bridge's delay; one packet still smooths small reordering on a LAN."""
 AIORTC_VERSION = "1.16.0"
+CONNECT_TIMEOUT = 20.0
+"""Seconds a session may take to connect after our answer before it counts as failed."""
+MEDIA_TIMEOUT = 5.0
+"""Seconds without audio from a connected browser before its session counts as lost. Browsers send
+PCMU continuously (a muted track sends silence); ICE consent checks alone take ~30 s to notice."""
 
 
 def tune_receiver(receiver: Any, prefetch: int = RECEIVE_PREFETCH) -> bool:
@@ -93,6 +99,8 @@ class AgentSession:
         self._sent_at_attach = 0
         self._base = _Counters()
         self._pump: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._last_from_browser = 0.0
         self._converter = ToTelephone()
         self.closed = False
 
@@ -134,6 +142,7 @@ class AgentSession:
         if not self.codec:
             raise SignallingError("no common audio codec (PCMU or Opus)")
         self.track.passthrough = self.codec == "PCMU"
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch())
         sdp: str = self.pc.localDescription.sdp
         return sdp
 
@@ -166,11 +175,27 @@ class AgentSession:
                 frame = await track.recv()
             except MediaStreamError:
                 return
+            self._last_from_browser = time.monotonic()
             for ulaw in self._converter.convert(frame):
                 self.frames_from_browser += 1
                 leg = self.leg
                 if leg is not None:
                     leg.send_audio(ULAW_SILENCE if self.muted else ulaw)
+
+    async def _watch(self) -> None:
+        started = time.monotonic()
+        while not self.closed:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            connected = self.pc.connectionState == "connected"
+            silent = connected and self._last_from_browser and now - self._last_from_browser > MEDIA_TIMEOUT
+            never = not connected and not self._last_from_browser and now - started > CONNECT_TIMEOUT
+            if silent or never:
+                log.info("WebRTC session of agent %s: %s; closing it", self.agent_id,
+                         "no audio from the browser" if silent else "never connected")
+                self.on_state(self, "failed")
+                await self.close()
+                return
 
     # ---- statistics ---------------------------------------------------------------------------------
     async def _stats(self) -> list[Any]:
@@ -218,6 +243,8 @@ class AgentSession:
         self.track.stop()
         if self._pump is not None:
             self._pump.cancel()
+        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
+            self._watchdog.cancel()
         await self.pc.close()
 
 

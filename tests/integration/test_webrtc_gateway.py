@@ -108,8 +108,9 @@ class Browser:
             self.run(self.pc.close())
 
 
-@pytest.fixture
-def browser() -> Iterator[Browser]:
+@pytest.fixture(name="peer")
+def peer_fixture() -> Iterator[Browser]:
+    """An aiortc peer standing in for the agent's browser (not pytest-playwright's ``browser``)."""
     restrict_host_addresses(["127.0.0.1"])
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -201,7 +202,7 @@ def tone_clip(seconds: float) -> EncodedClip:
 
 
 def test_invites_need_the_agent_token_a_live_session_and_a_free_agent(
-    gateway: WebRtcGateway, backend: Backend, browser: Browser, media: MediaEngine
+    gateway: WebRtcGateway, backend: Backend, peer: Browser, media: MediaEngine
 ) -> None:
     rtp = media.open_session(0, 101)
     uri = gateway.agent_uri(5)
@@ -218,7 +219,7 @@ def test_invites_need_the_agent_token_a_live_session_and_a_free_agent(
                              "branch=z9hG4bKo\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: o@t\r\n"
                              "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
     assert backend.until(200)
-    browser.connect(gateway, 5)
+    peer.connect(gateway, 5)
     deadline = time.monotonic() + 10
     while gateway.session_state(5) != "connected" and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -233,11 +234,11 @@ def test_invites_need_the_agent_token_a_live_session_and_a_free_agent(
 
 
 def test_audio_both_ways_digits_mute_and_quality(
-    gateway: WebRtcGateway, backend: Backend, browser: Browser, media: MediaEngine
+    gateway: WebRtcGateway, backend: Backend, peer: Browser, media: MediaEngine
 ) -> None:
     digits: list[str] = []
     caller: RtpSession = media.open_session(0, 101, on_dtmf=digits.append)
-    answer = browser.connect(gateway, 9)
+    answer = peer.connect(gateway, 9)
     candidates = [line.split()[4] for line in answer.splitlines() if line.startswith("a=candidate:")]
     assert candidates and set(candidates) == {"127.0.0.1"}
     assert " 0 " in next(line for line in answer.splitlines() if line.startswith("m=audio")) + " "
@@ -255,10 +256,10 @@ def test_audio_both_ways_digits_mute_and_quality(
     assert sdp.choose_audio() == 0 and sdp.telephone_event() == 101
     caller.set_remote(sdp.address, sdp.port)
     caller.play([tone_clip(3.0)])
-    browser.levels.clear()
+    peer.levels.clear()
     time.sleep(2.5)
-    loud_at_browser = sum(1 for level in browser.levels if level > 1000)
-    assert loud_at_browser > 80, f"{loud_at_browser} loud frames of {len(browser.levels)} at the browser"
+    loud_at_browser = sum(1 for level in peer.levels if level > 1000)
+    assert loud_at_browser > 80, f"{loud_at_browser} loud frames of {len(peer.levels)} at the browser"
     assert caller.stats.received_loud > 10, "no agent audio reached the caller leg"
 
     # Keypad digits reach the caller's leg as RFC 4733 events, one per key.
@@ -291,10 +292,10 @@ def test_audio_both_ways_digits_mute_and_quality(
 
 
 def test_browser_insisting_on_opus_gets_resampled_audio_both_ways(
-    gateway: WebRtcGateway, backend: Backend, browser: Browser, media: MediaEngine
+    gateway: WebRtcGateway, backend: Backend, peer: Browser, media: MediaEngine
 ) -> None:
     caller: RtpSession = media.open_session(0, 101)
-    answer = browser.connect(gateway, 11, only_codec="opus")
+    answer = peer.connect(gateway, 11, only_codec="opus")
     audio_line = next(line for line in answer.splitlines() if line.startswith("m=audio"))
     assert "opus/48000" in answer and audio_line.split()[3] != "0"
     deadline = time.monotonic() + 10
@@ -309,9 +310,9 @@ def test_browser_insisting_on_opus_gets_resampled_audio_both_ways(
     assert sdp.choose_audio() == 0  # the SIP side stays G.711
     caller.set_remote(sdp.address, sdp.port)
     caller.play([tone_clip(3.0)])
-    browser.levels.clear()
+    peer.levels.clear()
     time.sleep(2.5)
-    assert sum(1 for level in browser.levels if level > 1000) > 80
+    assert sum(1 for level in peer.levels if level > 1000) > 80
     assert caller.stats.received_loud > 10
     backend.bye(gateway, "o1")
     backend.until(200)
@@ -454,3 +455,40 @@ def test_bootstrap_factory_puts_the_sip_endpoint_behind_the_gateway(settings: Se
     assert wrapped.name == "sip" and wrapped.audio_sink is None
     plain = build_sip_backend_for_browsers(settings.replace("webrtc", enabled=False))
     assert isinstance(plain, SipBackend)
+
+
+def test_lost_session_sets_the_agent_not_ready_until_it_is_back(
+    settings: Settings, session_factory: sessionmaker[Session], gateway: WebRtcGateway, peer: Browser,
+    tmp_path: Any,
+) -> None:
+    """Through the real wiring: the console app hooks the gateway's session callbacks to agent state."""
+    from agent_console.app import create_app
+    from agent_console.webrtc import SOFTPHONE_REASON
+    from telephony.memory import MemoryBackend
+    from telephony.webrtc.backend import BrowserAgentBackend
+
+    agent_id = seed(session_factory, tmp_path / "rec").agents["agent03"]
+    create_app(settings, FakelessPlatform(session_factory, EventBus(), BrowserAgentBackend(MemoryBackend(), gateway)))
+
+    def state() -> tuple[str, str]:
+        with session_factory() as db:
+            a = db.get(Agent, agent_id)
+            assert a is not None
+            return a.state, a.state_reason
+
+    def wait_for(expected: tuple[str, str], timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while state() != expected and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert state() == expected
+
+    peer.connect(gateway, agent_id)
+    deadline = time.monotonic() + 10
+    while gateway.session_state(agent_id) != "connected" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    wait_for(("available", ""))
+    peer.close()  # the tab went away: DTLS close, the server's connection closes
+    wait_for(("not_ready", SOFTPHONE_REASON))
+    peer.pc = None
+    peer.connect(gateway, agent_id)  # the page re-establishes its session
+    wait_for(("available", ""))
