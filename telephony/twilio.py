@@ -71,8 +71,10 @@ class Capture:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def offer(self, action: Action) -> bool:
+        """Take the first action only: it answers this webhook. Whatever else is performed on the call
+        meanwhile (the router's first queue announcement, set off by the same event) goes out over REST."""
         with self.lock:
-            if self.closed:
+            if self.closed or self.actions:
                 return False
             self.actions.append(action)
             self.performed.set()
