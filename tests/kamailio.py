@@ -92,10 +92,7 @@ request_route {{
         if ({register_delay_us} > 0) {{
             usleep("{register_delay_us}");
         }}
-        if ("{password}" != "" && !pv_www_authenticate("$td", "{password}", "0")) {{
-            www_challenge("$td", "{qop}");
-            exit;
-        }}
+{auth_block}
         if (!save("location")) {{
             sl_reply_error();
         }}
@@ -110,6 +107,13 @@ request_route {{
     }}
     t_relay();
 }}
+"""
+
+
+_AUTH_BLOCK = """        if (!pv_www_authenticate("$td", "{password}", "0")) {{
+            www_challenge("$td", "{qop}");
+            exit;
+        }}
 """
 
 
@@ -188,8 +192,7 @@ def start_kamailio(
                 default_expires=default_expires,
                 debug=debug,
                 register_delay_us=int(register_delay * 1_000_000),
-                password=password,
-                qop=1 if qop else 0,
+                auth_block=_AUTH_BLOCK.format(password=password, qop=1 if qop else 0) if password else "",
             )
         )
         log_path = workdir / f"kamailio-{port}.log"
