@@ -403,6 +403,7 @@ class TwilioWebhooks:
             # Download off the request path: Twilio waits at most 15 s for this answer.
             thread = threading.Thread(target=self._download, args=(sid, call_id, dict(form)), daemon=True,
                                       name=f"twilio-recording-{recording_sid}")
+            self._downloads = [t for t in self._downloads if t.is_alive()]
             self._downloads.append(thread)
             thread.start()
             return str(VoiceResponse())
