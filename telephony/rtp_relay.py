@@ -95,6 +95,8 @@ class RtpSession:
         # RFC 4733 de-duplication: one digit per event, however many packets carry it
         self._event_ts: int | None = None
         self._event_ended = False
+        self._relay_source_ts: int | None = None
+        self._relay_ts = 0
         self.on_audio: Callable[[bytes], None] | None = None
         """Receives each audio frame as 16-bit PCM (recording, speech); runs in the media thread,
         so it must only hand the frame on (see ``recordings.tap.AudioTap``)."""
@@ -212,6 +214,10 @@ class RtpSession:
         marker = bool(second & 0x80)
         if self.event_pt is not None and pt == self.event_pt:
             self._receive_event(payload, int.from_bytes(packet[4:8], "big"), marker)
+            relay_to = self._peer
+            if self.on_dtmf is None and relay_to is not None and not relay_to.closed:
+                # An agent leg's keypad (e.g. the WebRTC softphone) goes on to the caller as RFC 4733.
+                relay_to._relay_event(payload, marker, int.from_bytes(packet[4:8], "big"))
             return
         if pt not in (0, 8):
             self.stats.dropped_garbage += 1
@@ -236,6 +242,21 @@ class RtpSession:
                 self.stats.relayed += 1
             except ValueError:
                 pass
+
+    def _relay_event(self, payload: bytes, marker: bool, source_ts: int) -> None:
+        """Send an RFC 4733 event from the bridged leg, keeping one timestamp per event as the RFC asks."""
+        if self.remote is None or self.closed or self.event_pt is None:
+            return
+        if source_ts != self._relay_source_ts:
+            self._relay_source_ts, self._relay_ts = source_ts, self._ts
+        header = _RTP_HEADER.pack(0x80, (0x80 if marker else 0) | self.event_pt, self._seq & 0xFFFF,
+                                  self._relay_ts & 0xFFFFFFFF, self._ssrc)
+        self._seq += 1
+        try:
+            self.sock.sendto(header + payload, self.remote)
+            self.stats.sent += 1
+        except OSError:
+            pass
 
     def _receive_event(self, payload: bytes, timestamp: int, marker: bool) -> None:
         if len(payload) < 4:

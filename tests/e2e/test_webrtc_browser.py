@@ -269,6 +269,15 @@ def test_sipp_caller_browser_agents_audio_both_ways_warm_transfer(
         assert caller_corr > 0.5 and caller_corr > control1 + 0.15
         assert agent_corr > 0.5 and agent_corr > control2 + 0.15
 
+        # The keypad in the page reaches the caller as RFC 4733 telephone-events, one per key.
+        for key in "5#":
+            agent1.click(f".key[data-key='{key}']")
+            time.sleep(0.3)
+        deadline = time.monotonic() + 5
+        while sink.digits() != "5#" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sink.digits() == "5#"
+
         # Warm transfer from the page to the second browser agent, who answers in their page.
         go_available(agent2)
         agent1.select_option("#transfer-kind", "warm")

@@ -85,6 +85,8 @@ class RecordingSink(RtpSink):
     """The caller's RTP sink, also keeping (arrival time, μ-law payload) of every audio packet."""
 
     frames: list[tuple[float, bytes]] = field(default_factory=list)
+    events: list[tuple[int, int]] = field(default_factory=list)
+    """RFC 4733 telephone-events received: (RTP timestamp, event code)."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _run(self) -> None:
@@ -96,10 +98,25 @@ class RecordingSink(RtpSink):
                 continue
             except OSError:
                 return
+            if len(data) >= 16 and data[1] & 0x7F == 101:
+                with self._lock:
+                    self.events.append((int.from_bytes(data[4:8], "big"), data[12]))
+                continue
             if len(data) > 12 and data[1] & 0x7F == 0:
                 with self._lock:
                     self.frames.append((time.monotonic(), data[12:]))
                 self.packets += 1
+
+    def digits(self) -> str:
+        """One key per event (all packets of an event share its timestamp)."""
+        keys, seen = "", set()
+        with self._lock:
+            events = list(self.events)
+        for ts, code in events:
+            if ts not in seen:
+                seen.add(ts)
+                keys += "0123456789*#ABCD"[code] if code < 16 else "?"
+        return keys
 
     def envelope_between(self, start: float, end: float, window_s: float = WINDOW_S) -> list[float]:
         with self._lock:
