@@ -22,6 +22,7 @@ import contextlib
 import queue
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -65,6 +66,8 @@ class AgiCaller:
     played: list[str] = field(default_factory=list)
     hung_up_by_platform: bool = False
     error: BaseException | None = None
+    on_get_data: Callable[[], None] | None = None
+    """Called when a GET DATA arrives, before answering (lets a test look at the PBX side then)."""
 
     def __post_init__(self) -> None:
         self._thread = threading.Thread(target=self._run, name="agi-caller", daemon=True)
@@ -118,6 +121,8 @@ class AgiCaller:
         if head == "GET DATA":
             name = verb[2].split(" ", 1)[0]
             self.played.append(name)
+            if self.on_get_data is not None:
+                self.on_get_data()
             self.turns += 1
             if isinstance(self.script, queue.Queue):
                 try:

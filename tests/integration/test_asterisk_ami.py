@@ -387,3 +387,35 @@ def test_announcement_to_a_queued_caller_returns_them_to_hold(peer: AmiPeer,
     assert again.wait() and again.error is None
     assert again.played == ["callcentre/queue_next"]
     assert again.variables.get("CALLCENTRE_NEXT") == "queue" and "HANGUP" not in again.commands
+
+
+def test_sensitive_input_pauses_the_recording(peer: AmiPeer, backend: tuple[AsteriskBackend, Recorder]) -> None:
+    """A ``Gather`` marked sensitive (a PIN) on a recorded call: documented ``PauseMixMonitor`` with
+    ``State: 1`` before the ``GET DATA`` reaches Asterisk, ``State: 0`` after the digits came back, so
+    the PIN's tones are not in the recording. The IVR's steps are scripted (bus handlers); the
+    backend, the AMI peer and the FastAGI exchange are real."""
+    from callcentre.domain.events import CallArrived
+    from ivr.actions import Gather, Hangup, Prompt
+    from tests.agi_peer import AgiCaller, agi_environment
+
+    be, recorder = backend
+    assert be._bus is not None
+    env = agi_environment(uniqueid="1700000300.1", caller="+15550100001")
+    peer.emit({"Event": "Newchannel", "Channel": env["agi_channel"], "Uniqueid": env["agi_uniqueid"],
+               "Linkedid": env["agi_uniqueid"], "ChannelState": "6", "ChannelStateDesc": "Up"})
+
+    def arrived(event: CallArrived) -> None:
+        be.start_recording(event.call_id, f"{event.call_id}.wav")
+        be.perform(event.call_id, Gather(prompts=(Prompt("enter_pin", "Your PIN"),), max_digits=4, min_digits=4,
+                                         sensitive=True))
+
+    be._bus.subscribe(CallArrived, arrived)
+    be._bus.subscribe(DigitsReceived, lambda e: be.perform(e.call_id, Hangup(reason="done")))
+    paused_states: list[list[str]] = []
+    caller = AgiCaller(be.agi.address[1], env, ["1234"])
+    caller.on_get_data = lambda: paused_states.append([a["State"] for a in peer.actions_named("PauseMixMonitor")])
+    caller.start()
+    assert caller.wait() and caller.error is None
+    assert paused_states == [["1"]], "paused before the caller was asked for the PIN"
+    assert [a["State"] for a in peer.actions_named("PauseMixMonitor")] == ["1", "0"]
+    assert [e.digits for e in recorder.of(DigitsReceived)] == ["1234"]
