@@ -91,6 +91,9 @@ class TwilioSettings:
     alert_sms_to: str = ""
     """Supervisor alerts by SMS go here; empty (the default) means no SMS."""
     public_base_url: str = ""
+    record_conversations: bool = True
+    """Record each caller–agent conversation (dual channel) when the agent answers; the recording is
+    downloaded and transcribed when Twilio reports it complete."""
 
 
 @dataclass(frozen=True)

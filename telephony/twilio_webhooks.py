@@ -308,6 +308,11 @@ class TwilioWebhooks:
 
         def produce(session: Session) -> str:
             self.bus.publish(AgentAnswered(call_id, agent_id=agent_id))
+            if self.backend.settings.record_conversations:
+                try:
+                    self.backend.start_recording(call_id)
+                except Exception:  # the conversation matters more than its recording
+                    log.exception("call %s: starting the recording failed", call_id)
             return str(VoiceResponse())
 
         return self.once(call_id, f"agent-answered-{agent_id}-{leg}", produce)

@@ -234,8 +234,9 @@ def test_wait_url_speaks_position_and_estimated_wait(worker: Worker) -> None:
 def test_connect_agent_over_rest_and_agent_callbacks(worker: Worker) -> None:
     """Documented REST ``POST /Calls/{CallSid}.json`` with ``Twiml`` (``calls(sid).update``): a
     ``<Dial action=…>`` with ``<Client statusCallbackEvent="answered">``. The answered callback →
-    ``AgentAnswered`` (once, even if retried); ``DialCallStatus=no-answer`` → ``AgentNoAnswer`` and
-    the caller is enqueued again."""
+    ``AgentAnswered`` and a dual-channel recording of the caller's call (``POST …/Recordings.json``),
+    once even if retried; ``DialCallStatus=no-answer`` → ``AgentNoAnswer`` and the caller is
+    enqueued again."""
     sid = "CA" + "3" * 32
     phone = demo_customer(1)["phone"]
     post_signed(worker.client, "/twilio/voice", call_params(sid, phone))
@@ -259,6 +260,8 @@ def test_connect_agent_over_rest_and_agent_callbacks(worker: Worker) -> None:
     assert post_signed(worker.client, path, answered).status_code == 200
     assert post_signed(worker.client, path, answered).status_code == 200
     assert [(e.call_id, e.agent_id) for e in worker.of(AgentAnswered)] == [(call_id, 7)]
+    recordings = worker.http.posted(f"/Calls/{sid}/Recordings.json")
+    assert len(recordings) == 1 and recordings[0]["data"]["RecordingChannels"] == "dual", "recorded once"
 
     missed = {**call_params(sid, phone, status="in-progress"), "DialCallStatus": "no-answer",
               "DialCallSid": "CA" + "8" * 32, "DialCallDuration": "0"}
