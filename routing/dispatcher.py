@@ -286,15 +286,15 @@ class Dispatcher:
                 segment = reservations.answered(session, event.call_id, event.agent_id, now=now)
                 if segment is None:
                     return
-                record = transfers.on_answered(session, event.call_id, event.agent_id, now=now)
+                # A warm transfer's consulted agent answering starts the consultation: the caller stays
+                # on hold until the first agent completes (or returns) it.
+                transfers.on_answered(session, event.call_id, event.agent_id, now=now)
                 entry = session.scalars(select(QueueEntry).where(QueueEntry.call_id == event.call_id)).first()
                 queue, enqueued = (entry.queue, entry.enqueued_at) if entry is not None else (None, None)
             if queue is not None and enqueued is not None:
                 self.window(queue).left_queue(_epoch(now), (now - enqueued).total_seconds(), abandoned=False)
             self.estimate_errors.answered(event.call_id, _epoch(now))
             self._forget(event.call_id)
-            if record is not None and record.kind == "warm":
-                self.backend.hold(event.call_id, False)
         self.bus.publish(AgentStateChanged(event.agent_id, AgentState.ON_CALL.value, at=now))
 
     def on_no_answer(self, event: AgentNoAnswer) -> None:

@@ -267,7 +267,8 @@ def test_transfers_through_the_dispatcher(platform: Platform) -> None:
     )
     assert ("hold", call_id, True) in platform.backend.commands
     assert platform.ringing(call_id) == a2
-    platform.backend.agent_answers(call_id)
+    platform.backend.agent_answers(call_id)  # the consultation starts; the caller stays on hold
+    assert [c for c in platform.backend.commands if c[0] == "hold"][-1] == ("hold", call_id, True)
     platform.dispatcher.complete_warm(record.id)
     assert platform.backend.commands[-1] == ("hold", call_id, False)
     assert platform.agent(a1).state == "wrap_up" and platform.agent(a2).state == "on_call"
