@@ -275,7 +275,10 @@ class IvrEngine:
         record = self.directory.find_by_account(account) if account.isdigit() else None
         if record is None:
             return self._retry(state, step, inp, specific=step.get("unknown_account_prompt"), regather=regather)
-        state = replace(state, phase="pin", attempts=0, pending_account=account)
+        # Saved now, unverified, so a caller who hangs up at the PIN still leaves the account they gave.
+        claimed = ContextItem("account_number", account, step.name, verified=False, at=state.call.now)
+        state = replace(state, phase="pin", attempts=0, pending_account=account,
+                        context=state.context.replacing(claimed))
         return state, self._pin_gather(step, [])
 
     def _pin_input(self, state: IvrState, step: Step, inp: IvrInput) -> Result:
@@ -283,18 +286,10 @@ class IvrEngine:
         pin = _strip_terminator(inp.digits, "#") if isinstance(inp, DigitsInput) else ""
         record = self.directory.find_by_account(state.pending_account) if pin else None
         if record is None or not pin.isdigit() or not self.directory.check_pin(record.id, pin):
-            if state.attempts + 1 >= int(step.get("attempts", self.flow.max_attempts)):
-                # Keep what the caller did tell us, marked unverified, for the agent.
-                claimed = ContextItem("account_number", state.pending_account, step.name, verified=False,
-                                      at=state.call.now)
-                if "account_number" not in state.context and state.pending_account:
-                    state = replace(state, context=state.context.with_item(claimed))
             return self._retry(state, step, inp, specific=step.get("bad_pin_prompt"), regather=regather)
-        ctx = state.context
-        account_item = ContextItem("account_number", state.pending_account, step.name, verified=True,
-                                   at=state.call.now)
-        ctx = ctx.replacing(account_item) if "account_number" in ctx else ctx.with_item(account_item)
-        state = replace(state, context=ctx)
+        # Same value the caller typed, now verified by the PIN.
+        verified = ContextItem("account_number", state.pending_account, step.name, verified=True, at=state.call.now)
+        state = replace(state, context=state.context.replacing(verified))
         return self._enter(self._identified(state, step, record, "account_pin"), step.get("next"), [])
 
     def _identified(self, state: IvrState, step: Step, record: CustomerRecord, how: str) -> IvrState:

@@ -125,6 +125,8 @@ def test_hang_up_mid_ivr_is_abandoned_with_what_was_collected(platform: Platform
     call, items = saved(platform, call_id)
     assert call.state == "ended" and call.outcome == "abandoned" and call.ended_at_step == "identify"
     assert "caller_id" in items
+    assert items["account_number"].value == demo_customer(2)["account_number"]
+    assert not items["account_number"].verified  # typed, but the PIN was never given
     assert any(isinstance(e, CallEnded) and e.outcome == "abandoned" for e in events)
     mem.press(call_id, "1")  # late input after hang-up is ignored, not a crash
     assert saved(platform, call_id)[0].state == "ended"
