@@ -56,7 +56,7 @@ class InputTimedOut(Event):
 @dataclass(frozen=True)
 class CallHungUp(Event):
     by: str
-    """``caller``, ``agent`` or ``platform``."""
+    """``caller``, ``agent``, ``platform``, or ``transfer`` (the outside party of a blind transfer)."""
     cause: str = "normal"
 
 
