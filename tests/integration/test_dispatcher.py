@@ -115,9 +115,11 @@ def _seed(sessions: sessionmaker[Session], levels: list[int]) -> list[int]:
 
 
 @pytest.fixture
-def platform(session_factory: sessionmaker[Session]) -> Platform:
+def platform(db_sessions: sessionmaker[Session]) -> Platform:
+    """On a SQLite file and on the real PostgreSQL server (the dispatcher reserves a round per
+    transaction on the first, one reservation per transaction on the second)."""
     config = DispatcherConfig(policy=rsv.ReservationPolicy(ring_seconds=15, max_consecutive_misses=2))
-    return Platform(session_factory, config)
+    return Platform(db_sessions, config)
 
 
 def test_queued_call_rings_best_agent_and_answer_connects(platform: Platform) -> None:
