@@ -12,6 +12,7 @@ against a control (the same audio correlated with the *other* source).
 
 from __future__ import annotations
 
+import audioop
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ from callcentre.settings import Settings
 from tests.e2e.console_seed import PASSWORD, seed
 from tests.e2e.webrtc_support import (
     CHROMIUM_FLAGS,
+    WINDOW_S,
     RecordingSink,
+    best_correlation,
     best_segment_correlation,
     browser_envelope,
     speech_wav,
@@ -269,6 +272,32 @@ def test_sipp_caller_browser_agents_audio_both_ways_warm_transfer(
         assert caller_corr > 0.5 and caller_corr > control1 + 0.15
         assert agent_corr > 0.5 and agent_corr > control2 + 0.15
 
+        # Mute from the page: the caller hears silence from the agent; unmute brings the voice back.
+        agent1.click("#mute")
+        expect(agent1.locator("#unmute")).to_be_visible(timeout=5_000)
+        muted_from = time.monotonic() + 0.5
+        time.sleep(2.5)
+        muted = sink.envelope_between(muted_from, time.monotonic())
+        assert muted and max(muted) < 300, f"caller still hears the muted agent (max rms {max(muted)})"
+        agent1.click("#unmute")
+        expect(agent1.locator("#mute")).to_be_visible(timeout=5_000)
+
+        # Hold from the page: the caller hears the backend's music, not the agent.
+        agent1.click("#hold")
+        expect(agent1.locator("#resume")).to_be_visible(timeout=5_000)
+        held_from = time.monotonic() + 0.5
+        time.sleep(3.0)
+        held = sink.envelope_between(held_from, time.monotonic())
+        assert max(held) > 600, "no hold music at the caller"
+        music = centre.backend.inner._music(0)  # the SIP endpoint's hold music, as μ-law frames
+        music_pcm = b"".join(audioop.ulaw2lin(f, 2) for f in music.frames)
+        step = int(8000 * WINDOW_S) * 2
+        music_env = [float(audioop.rms(music_pcm[i : i + step], 2)) for i in range(0, len(music_pcm) - step + 1, step)]
+        music_corr, agent_on_hold = best_correlation(held, music_env), best_correlation(held, agent_env)
+        assert music_corr > 0.9 and music_corr > agent_on_hold + 0.15, (music_corr, agent_on_hold)
+        agent1.click("#resume")
+        expect(agent1.locator("#hold")).to_be_visible(timeout=5_000)
+
         # The keypad in the page reaches the caller as RFC 4733 telephone-events, one per key.
         for key in "5#":
             agent1.click(f".key[data-key='{key}']")
@@ -292,6 +321,9 @@ def test_sipp_caller_browser_agents_audio_both_ways_warm_transfer(
         expect(agent2.locator("#answer")).to_be_visible(timeout=10_000)
         agent2.click("#answer")
         centre.log.wait_for(AgentAnswered, timeout=10, where=lambda e: e.agent_id == a2)
+        # Consultation (the caller waits on hold); the first agent completes the hand-over.
+        expect(agent1.locator("#transfer-complete")).to_be_visible(timeout=10_000)
+        agent1.click("#transfer-complete")
         agent2.wait_for_function("window.softphoneState.levels.remoteMax > 0.02", timeout=10_000)
         t2_ms = agent2.evaluate("Date.now()")
         time.sleep(4.0)

@@ -492,3 +492,35 @@ def test_lost_session_sets_the_agent_not_ready_until_it_is_back(
     peer.pc = None
     peer.connect(gateway, agent_id)  # the page re-establishes its session
     wait_for(("available", ""))
+
+
+def test_sip_phone_and_browser_agents_share_a_backend(gateway: WebRtcGateway, peer: Browser) -> None:
+    """Per-agent choice: SIP contacts pass through untouched; browser agents are rung at the gateway,
+    and only while their session is up (otherwise the call goes back at once with AgentNoAnswer)."""
+    from callcentre.domain.events import AgentNoAnswer
+    from telephony.base import AgentEndpoint
+    from telephony.memory import MemoryBackend
+    from telephony.webrtc.backend import BrowserAgentBackend
+
+    inner = MemoryBackend()
+    wrapped = BrowserAgentBackend(inner, gateway)
+    bus = EventBus()
+    missed: list[AgentNoAnswer] = []
+    bus.subscribe(AgentNoAnswer, missed.append)
+    inner.start(bus)
+    wrapped.bus = bus  # the gateway is already running (fixture), so not wrapped.start()
+    to_sip, to_browser, to_offline = (inner.place_call(f"555000{n}") for n in range(3))
+
+    wrapped.connect_agent(to_sip, AgentEndpoint(1, "sip:agent01@127.0.0.1:5070"), 20)
+    wrapped.connect_agent(to_offline, AgentEndpoint(2, "browser"), 20)  # no session: not rung at all
+    peer.connect(gateway, 3)
+    deadline = time.monotonic() + 10
+    while gateway.session_state(3) != "connected" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    wrapped.connect_agent(to_browser, AgentEndpoint(3, "browser"), 20)
+
+    rung = {cmd[1]: cmd[2].contact for cmd in inner.commands if cmd[0] == "connect_agent"}
+    assert rung[to_sip] == "sip:agent01@127.0.0.1:5070"
+    assert rung[to_browser] == gateway.agent_uri(3) and rung[to_browser].startswith("sip:webrtc-3-")
+    assert to_offline not in rung and [(e.call_id, e.agent_id) for e in missed] == [(to_offline, 2)]
+    inner.stop()
