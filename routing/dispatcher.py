@@ -285,6 +285,9 @@ class Dispatcher:
             with session_scope(self.sessions) as session:
                 segment = reservations.answered(session, event.call_id, event.agent_id, now=now)
                 if segment is None:
+                    segment = self._late_answer(session, event, now)
+                if segment is None:
+                    log.warning("agent %s answered call %s with no offer to answer", event.agent_id, event.call_id)
                     return
                 # A warm transfer's consulted agent answering starts the consultation: the caller stays
                 # on hold until the first agent completes (or returns) it.
@@ -296,6 +299,24 @@ class Dispatcher:
             self.estimate_errors.answered(event.call_id, _epoch(now))
             self._forget(event.call_id)
         self.bus.publish(AgentStateChanged(event.agent_id, AgentState.ON_CALL.value, at=now))
+
+    def _late_answer(self, session: Session, event: AgentAnswered, now: datetime) -> CallSegment | None:
+        """The phone was answered just after its reservation expired. If the call is still waiting
+        (nobody else is ringing for it) and the agent is free, let the answer stand: reserve again
+        atomically and answer. Otherwise the answer is refused (None)."""
+        offer = reservations.reserve(
+            session,
+            event.call_id,
+            event.agent_id,
+            now=now,
+            policy=self.config.policy,
+            why={"rules": ["late answer after the offer timed out"], "agent_id": event.agent_id},
+            owner=self.owner,
+        )
+        if offer is None:
+            return None
+        log.info("agent %s answered call %s late; accepted", event.agent_id, event.call_id)
+        return reservations.answered(session, event.call_id, event.agent_id, now=now)
 
     def on_no_answer(self, event: AgentNoAnswer) -> None:
         self._missed(event.call_id, event.agent_id, "no_answer")

@@ -339,3 +339,22 @@ def test_handle_time_learned_when_console_closed_the_leg_first(platform: Platfor
     platform.backend.agent_hangs_up(call_id)
     rates = platform.dispatcher.window("billing").rates(platform.clock.now.timestamp())
     assert rates.handled_samples == 1 and rates.aht == pytest.approx(95)
+
+
+def test_late_answer_after_timeout_stands_if_the_call_still_waits(platform: Platform) -> None:
+    a1, a2 = _seed(platform.sessions, [5, 3])
+    with platform.sessions() as s:
+        s.execute(update(Agent).where(Agent.id == a2).values(state="not_ready"))
+        s.commit()
+    call_id = platform.arrive()
+    assert platform.ringing(call_id) == a1
+    platform.clock.advance(16)
+    platform.dispatcher.tick()  # the offer expires: the call is waiting again, a1 available
+    assert platform.places() == [call_id]
+    platform.backend.agent_answers(call_id)  # ...and a1 picks up a moment later
+    assert platform.agent(a1).state == "on_call"
+    assert platform.places() == []
+    with platform.sessions() as s:
+        assert s.get(Call, call_id).state == "connected"  # type: ignore[union-attr]
+        assert rsv.consecutive_misses(s, a1) == 0
+        assert rsv.double_assignments(s) == (0, 0)
