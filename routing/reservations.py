@@ -17,6 +17,7 @@ All times are passed in (``now``), so tests move the clock instead of sleeping.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from sqlalchemy.orm import Session
 from callcentre.db.models import Agent, AgentOfferStreak, Call, CallSegment, QueueEntry, Reservation
 from callcentre.domain.agent_state import AgentState
 from callcentre.domain.call_state import CallState
+
+log = logging.getLogger(__name__)
 
 NOT_READY_REASON = "missed_offers"
 """``agents.state_reason`` when an agent is set Not Ready for missing offers in a row."""
@@ -126,7 +129,7 @@ def enqueue(
         # The IVR service normally saved the call already; a bare row keeps the foreign key honest.
         session.add(Call(id=call_id, state=CallState.QUEUED.value, arrived_at=now, queued_at=now))
         session.flush()
-    skills = [[str(s), int(level)] for s, level in required_skills]
+    skills = _clean_skills(call_id, required_skills)
     if entry is None:
         entry = QueueEntry(
             call_id=call_id,
@@ -152,6 +155,19 @@ def enqueue(
         entry.preferred_agent_id = preferred_agent_id
     session.flush()
     return entry
+
+
+def _clean_skills(call_id: str, raw: Any) -> list[list[Any]]:
+    """``[[skill, level], ...]``; a malformed requirement is dropped (and logged by id) rather than
+    keeping the caller out of the queue."""
+    out: list[list[Any]] = []
+    for item in raw or ():
+        try:
+            skill, level = item
+            out.append([str(skill), int(level)])
+        except (TypeError, ValueError):
+            log.warning("call %s: dropped a malformed skill requirement", call_id)
+    return out
 
 
 def waiting_entries(session: Session, queue: str | None = None) -> list[QueueEntry]:

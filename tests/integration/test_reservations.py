@@ -214,3 +214,13 @@ def test_reserve_many_decides_each_pair_on_its_own(db_sessions: sessionmaker[Ses
         assert [o.agent_id if o else None for o in offers] == [a1, None, a2]
         assert _places(s) == [c2]
         assert rsv.double_assignments(s) == (0, 0)
+
+
+def test_malformed_skills_do_not_keep_a_caller_out(db_sessions: sessionmaker[Session]) -> None:
+    with db_sessions() as s:
+        s.add(Call(id="call-odd", state="queued"))
+        s.flush()
+        entry = rsv.enqueue(s, "call-odd", "general", now=T0, required_skills=[("billing", "x"), ("tech", 2), "?"])
+        s.commit()
+        assert entry.required_skills == [["tech", 2]]
+        assert rsv.position(s, "call-odd") == 1
