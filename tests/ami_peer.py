@@ -181,6 +181,13 @@ class AmiPeer:
             conn.send(data)
         return len(targets)
 
+    def send_raw(self, data: bytes) -> None:
+        """Bytes as they are, to every logged-in manager (malformed traffic tests)."""
+        with self._lock:
+            targets = [c for c in self._conns if c.logged_in]
+        for conn in targets:
+            conn.send(data)
+
     def replay(self, name: str) -> list[dict[str, str]]:
         """Send every event of ``tests/fixtures/ami/<name>`` in order."""
         events = [b for b in parse_fixture(FIXTURES / name) if "Event" in b]

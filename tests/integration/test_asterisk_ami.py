@@ -419,3 +419,16 @@ def test_sensitive_input_pauses_the_recording(peer: AmiPeer, backend: tuple[Aste
     assert paused_states == [["1"]], "paused before the caller was asked for the PIN"
     assert [a["State"] for a in peer.actions_named("PauseMixMonitor")] == ["1", "0"]
     assert [e.digits for e in recorder.of(DigitsReceived)] == ["1234"]
+
+
+def test_malformed_traffic_is_skipped_not_fatal(peer: AmiPeer, link_events: tuple[AmiLink, list]) -> None:
+    """Blocks that are neither a ``Response:`` nor an ``Event:`` message, lines without ``Key: Value``,
+    and undecodable bytes are skipped; the link stays up and the next well-formed event arrives."""
+    link, events = link_events
+    peer.send_raw(b"Garbage without a header\r\nnonsense\r\n\r\n")
+    peer.send_raw(b"Event: Newstate\r\nno colon here\r\nUniqueid: 1.1\r\n\xff\xfe\r\n\r\n")
+    peer.emit({"Event": "Newchannel", "Channel": "PJSIP/ok-1", "Uniqueid": "2.2"})
+    assert wait_for(lambda: any(e.name == "Newchannel" for e in events))
+    assert any(e.name == "Newstate" and e.keys.get("Uniqueid") == "1.1" for e in events)
+    assert link.linked and link.stats.disconnects == 0
+    assert link.request("Ping").keys["Ping"] == "Pong"
