@@ -144,3 +144,33 @@ def test_result_line_parsing() -> None:
     assert parse_result("510 Invalid or unknown command").code == 510
     with pytest.raises(AgiError):
         parse_result("garbage")
+
+
+def test_refused_commands_and_hangup_notice_on_the_wire() -> None:
+    """Documented answers on a real socket pair: ``510 Invalid or unknown command`` and the multi-line
+    ``520-…`` / ``520 End of proper usage.`` raise ``AgiError`` and leave the session usable; the
+    ``HANGUP`` notice before an answer marks the channel hung up; ``511`` raises ``AgiHangup``."""
+    from telephony.fastagi import AgiHangup, AgiSession
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        session = AgiSession(ours, command_timeout=5)
+        theirs.sendall(b"510 Invalid or unknown command\n")
+        with pytest.raises(AgiError):
+            session.command("NOSUCH THING")
+        theirs.sendall(b"520-Invalid command syntax.  Proper usage follows:\n"
+                       b" Usage: GET DATA <file to be streamed> [timeout] [maxdigits]\n"
+                       b"520 End of proper usage.\n")
+        with pytest.raises(AgiError):
+            session.command("GET DATA")
+        theirs.sendall(b"200 result=1\n")
+        session.set_variable("X", 'a "quoted"\nvalue')
+        assert theirs.recv(4096).endswith(b'SET VARIABLE X "a \\"quoted\\" value"\n')
+        theirs.sendall(b"HANGUP\n200 result=0 endpos=100\n")
+        assert session.stream_file("callcentre/welcome") == "" and session.hung_up
+        with pytest.raises(AgiHangup):
+            session.command("STREAM FILE x \"\"")
+        fresh = AgiSession(ours, command_timeout=5)
+        theirs.sendall(b"511 Command Not Permitted on a dead channel or intercept routine\n")
+        with pytest.raises(AgiHangup):
+            fresh.command("ANSWER")
