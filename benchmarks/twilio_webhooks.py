@@ -3,11 +3,12 @@
 What is measured: the time from the moment a request is *due* (open-loop schedule, so a slow answer
 delays nobody's clock) until its complete response has been read, for
 
-* **twilio**: the real ``/twilio/`` blueprint with a valid ``X-Twilio-Signature`` on every request,
-  on a real SQLite database with the demo data, driving the real IVR: each simulated call is an
-  incoming-call webhook (``/twilio/voice`` → ``<Gather>``) followed 100 ms later by its Gather callback
-  (``/twilio/gather/1`` with ``Digits=2`` → ``<Enqueue>``), so half the requests create a call and
-  half finish its IVR; every answer is checked (Gather resp. Enqueue TwiML);
+* **call** / **ivr**: the real ``/twilio/`` blueprint with a valid ``X-Twilio-Signature`` on every
+  request, on a real SQLite database with the demo data, driving the real IVR and router. ``call``
+  (default) sends whole calls the way Twilio would: the incoming-call webhook (``/twilio/voice`` →
+  ``<Gather>``), 100 ms after its answer the Gather callback (``Digits=2`` → ``<Enqueue>``, and the
+  router looks for an agent), three ``waitUrl`` requests while queued, then the final status
+  callback; ``ivr`` sends only the first two (the heaviest requests). Every answer is checked;
 * **static** (baseline, same run, same server): a trivial endpoint returning a constant TwiML
   document, no signature check, no database: the cost of HTTP + WSGI alone.
 
@@ -128,9 +129,13 @@ Gather callback can only come after the answer to the incoming-call webhook)."""
 
 
 def plan_requests(kind: str, total: int, rate: float, phones: list[str], ports: list[int]) -> list[Planned]:
-    """Every request, signed in advance. ``static``: ``total`` requests at ``rate``. ``twilio``:
-    ``total / 2`` incoming calls at ``rate / 2``, each followed by its Gather callback, so the
-    offered load is ``rate`` requests/s."""
+    """Every request, signed in advance, offered at ``rate`` requests/s in all.
+
+    ``static``: ``total`` requests to the constant endpoint. ``ivr``: calls of 2 requests (incoming
+    call, then its Gather callback → enqueue). ``call``: calls of 6 requests, a whole caller's life
+    on Twilio: incoming call, Gather callback → enqueue, three ``waitUrl`` requests while queued,
+    then the final status callback (the caller hangs up). Each follow-up is sent 100 ms after the
+    answer to the previous request of the same call, and to the next worker (load balancer)."""
     from twilio.request_validator import RequestValidator
 
     validator = RequestValidator(AUTH_TOKEN)
@@ -143,18 +148,26 @@ def plan_requests(kind: str, total: int, rate: float, phones: list[str], ports: 
         signature = validator.compute_signature(PUBLIC + path, params)
         return urlencode(params).encode(), {**form, "X-Twilio-Signature": signature}
 
+    per_call = 2 if kind == "ivr" else 6
     plan: list[Planned] = []
-    for n in range(total // 2):
+    for n in range(total // per_call):
         params = {"AccountSid": ACCOUNT_SID, "ApiVersion": "2010-04-01", "CallSid": f"CA{n:032d}",
                   "From": phones[n % len(phones)], "To": "+15550001000", "Direction": "inbound",
                   "CallStatus": "ringing"}
-        voice_body, voice_headers = signed("/twilio/voice", params)
-        gather_body, gather_headers = signed("/twilio/gather/1", {**params, "CallStatus": "in-progress",
-                                                                   "Digits": "2"})
-        # The Gather callback goes to another worker than the call's first webhook, as behind a load balancer.
-        follow = (0.0, ports[(n + 1) % len(ports)], "/twilio/gather/1", gather_body, gather_headers, "<Enqueue", None)
-        plan.append((n * 2 / rate, ports[n % len(ports)], "/twilio/voice", voice_body, voice_headers, "<Gather",
-                     follow))
+        live = {**params, "CallStatus": "in-progress"}
+        steps: list[tuple[str, dict[str, str], str]] = [("/twilio/voice", params, "<Gather"),
+                                                       ("/twilio/gather/1", {**live, "Digits": "2"}, "<Enqueue")]
+        if kind == "call":
+            wait = {**live, "QueuePosition": "1", "QueueTime": "5", "AvgQueueTime": "60", "CurrentQueueSize": "3"}
+            steps += [("/twilio/wait", wait, "<Say")] * 3
+            steps.append(("/twilio/status", {**params, "CallStatus": "completed", "CallDuration": "20"}, "<Response"))
+        follow: Any = None
+        for i in range(len(steps) - 1, -1, -1):
+            path, values, expect = steps[i]
+            body, headers = signed(path, values)
+            follow = (n * per_call / rate if i == 0 else 0.0, ports[(n + i) % len(ports)], path, body, headers,
+                      expect, follow)
+        plan.append(follow)
     return plan
 
 
@@ -253,6 +266,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="5 s per run instead of 30 s")
     parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--mix", choices=("call", "ivr"), default="call",
+                        help="call: whole calls (voice, gather, 3 waitUrl, status); ivr: voice + gather only")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--threads", type=int, default=8, help="waitress threads per worker process")
     parser.add_argument("--workers", type=int, default=1,
@@ -287,7 +302,7 @@ def main() -> int:
         for proc in servers:
             proc.start()
         ports = [port_queue.get(timeout=120) for _ in servers]
-        for kind in ("static", "twilio"):
+        for kind in ("static", args.mix):
             out = ctx.Queue()
             proc = ctx.Process(target=run_load, args=(ports, kind, total, args.rate, phones, args.connections, out))
             cpu_before = sum(cpu_seconds(int(p.pid)) for p in servers if p.pid)
