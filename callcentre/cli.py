@@ -271,7 +271,7 @@ def prompts() -> None:
 
 @prompts.command("build")
 @click.option("--flow", "flow_files", type=click.Path(exists=True, dir_okay=False), multiple=True,
-              help="Flow file(s); default: every flow beside the configured one (they share one prompts folder).")
+              help="Flow file(s); default: every flow beside the configured one, plus the queue announcements.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None)
 @click.option("--voice", default="en-us", show_default=True, help="espeak-ng voice.")
 @click.option("--force", is_flag=True, help="Rebuild every prompt, not only changed ones.")
@@ -279,19 +279,15 @@ def prompts() -> None:
 def prompts_build(ctx: Ctx, flow_files: tuple[str, ...], out_dir: str | None, voice: str, force: bool) -> None:
     """Speak the flows' prompts with espeak-ng into 8 kHz WAV files (only changed ones)."""
     from callcentre.bootstrap import flow_path, prompts_dir
-    from ivr.flow import FlowError, load_flow
+    from callcentre.prompt_catalogue import PromptConflict, flows_beside, prompt_texts
+    from ivr.flow import FlowError
     from ivr.prompts import PromptBuildError, build_prompts
 
-    paths = [Path(f) for f in flow_files] or sorted(flow_path(ctx.settings).parent.glob("*.yaml"))
-    texts: dict[str, str] = {}
-    for path in paths:
-        try:
-            flow = load_flow(path)
-        except FlowError as exc:
-            raise click.ClickException(str(exc)) from exc
-        for pid, text in flow.prompts.items():
-            if texts.setdefault(pid, text) != text:
-                raise click.ClickException(f"prompt {pid!r} has different texts in different flows ({path})")
+    paths = [Path(f) for f in flow_files] or flows_beside(flow_path(ctx.settings))
+    try:
+        texts = prompt_texts(paths)
+    except (FlowError, PromptConflict) as exc:
+        raise click.ClickException(str(exc)) from exc
     target = Path(out_dir) if out_dir else prompts_dir(ctx.settings)
     try:
         built = build_prompts(texts, target, voice=voice, force=force)

@@ -13,6 +13,7 @@ from sqlalchemy import MetaData, create_engine, select
 
 from callcentre.bootstrap import build_platform
 from callcentre.cli import main
+from callcentre.prompt_catalogue import flows_beside, prompt_texts
 from callcentre.settings import Settings
 from ivr.flow import default_flow_path, load_flow
 from ivr.prompts import read_manifest, stale_prompts
@@ -103,14 +104,11 @@ def test_config_show_masks_secrets(tmp_path: Path) -> None:
 
 
 def shipped_prompts() -> dict[str, str]:
-    texts: dict[str, str] = {}
-    for path in sorted(default_flow_path().parent.glob("*.yaml")):
-        texts.update(load_flow(path).prompts)
-    return texts
+    return prompt_texts(flows_beside(default_flow_path()))
 
 
 def test_shipped_prompts_match_the_shipped_flows() -> None:
-    """Every prompt of every shipped flow has an 8 kHz recording made from its current text."""
+    """Every prompt of every shipped flow and of the queue has an 8 kHz recording of its current text."""
     texts = shipped_prompts()
     assert set(load_flow(default_flow_path()).prompts) <= set(texts)
     assert stale_prompts(texts, PROMPTS) == []
