@@ -43,6 +43,9 @@ class WebRtcSoftphone extends SoftphoneBase {
       if (!this.mic) this.mic = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true } });
       await this._connect();
       this.retries = 0;
+      // The server may lose the session without the browser noticing for ~30 s (ICE consent):
+      // ask every 5 s, and reconnect at once when it no longer has ours.
+      if (!this.healthTimer) this.healthTimer = setInterval(() => this._health(), 5000);
     } catch (e) {
       this._status("failed: " + (e && e.message ? e.message : e));
       this._retry();
@@ -77,6 +80,15 @@ class WebRtcSoftphone extends SoftphoneBase {
     const r = await CC.api("POST", "/api/webrtc/offer", { type: "offer", sdp: pc.localDescription.sdp });
     if (!r.ok) throw new Error(r.data.error || "the server refused the offer");
     await pc.setRemoteDescription({ type: "answer", sdp: r.data.sdp });
+  }
+
+  async _health() {
+    if (this.stopped || this.timer || !this.pc || this.pc.connectionState !== "connected") return;
+    const r = await CC.api("GET", "/api/webrtc/config");
+    if (r.ok && r.data.enabled && r.data.state !== "connected" && r.data.state !== "connecting" && r.data.state !== "new") {
+      this._status("lost by the server");
+      this._retry();
+    }
   }
 
   _gathered(pc, ms) {

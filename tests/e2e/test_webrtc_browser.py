@@ -376,3 +376,30 @@ def test_sipp_caller_browser_agents_audio_both_ways_warm_transfer(
         assert row.codec == "PCMU"
         assert row.packets_received > 100 and row.packets_lost == 0
         assert 0 <= row.jitter_ms < 30
+
+
+def test_page_re_establishes_a_lost_session_and_agent_is_not_ready_meanwhile(
+    centre: Centre, chromium: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    mic = speech_wav(AGENT_TEXT, tmp_path / "agent.wav", 16000)
+    page = open_console(chromium, centre, "agent03", mic, tmp_path / "profile3")
+    agent_id = centre.agents["agent03"]
+    first = centre.gateway.sessions[agent_id]
+
+    centre.gateway.close_session(agent_id)  # the server loses the session (restart, network …)
+    expect(page.locator("#state")).to_have_attribute("data-state", "not_ready", timeout=10_000)
+    expect(page.locator("#state-reason")).to_have_text("(softphone)")
+    # The page notices (it asks the server every 5 s), reconnects with a fresh offer, and the agent
+    # is Available again.
+    deadline = time.monotonic() + 20
+    def replaced() -> bool:
+        current = centre.gateway.sessions.get(agent_id)
+        return current not in (None, first) and centre.gateway.session_state(agent_id) == "connected"
+
+    while time.monotonic() < deadline and not replaced():
+        time.sleep(0.2)
+    assert centre.gateway.session_state(agent_id) == "connected" and centre.gateway.sessions[agent_id] is not first
+    expect(page.locator("#softphone-status")).to_have_attribute("data-webrtc", "connected", timeout=10_000)
+    expect(page.locator("#state")).to_have_attribute("data-state", "available", timeout=10_000)
