@@ -59,10 +59,17 @@ def simulate_command(
             return
         for name, m in refs.items():
             click.echo(f"{name:<10} SL20 {m.sl:.4f}  abandonment {m.abandonment:.4f}  ASA {m.asa:.1f}s")
-        click.echo(f"{'design':<10}{'strategy':<10}{'SL20':>8}{'aband':>8}{'eff SL':>8}{'eff ab':>8}")
+        click.echo(f"{'design':<10}{'strategy':<10}{'SL20':>8}{'aband':>8}{'eff SL':>8}{'eff ab':>8}"
+                   f"{'exact-ref eff SL':>18}{'eff ab':>8}")
+
+        def fmt(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.3f}"
+
         for r in rows:
             click.echo(f"{r.design:<10}{r.strategy:<10}{r.metrics.sl:>8.4f}{r.metrics.abandonment:>8.4f}"
-                       f"{r.sl:>8.3f}{r.abandonment:>8.3f}")
+                       f"{r.sl:>8.3f}{r.abandonment:>8.3f}{fmt(r.sl_exact_refs):>18}{fmt(r.abandonment_exact_refs):>8}")
+        click.echo("eff: against the pooled/split references simulated above (same callers); exact-ref eff: against "
+                   "Erlang A/C for M/M/n+M pooled and split.")
         return
     try:
         scenario = build_scenario(design, types=types, agents=agents, load=load, aht=aht, patience=mean_patience,

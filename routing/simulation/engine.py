@@ -6,6 +6,10 @@ Hand-written around ``heapq`` rather than simpy: events here are plain tuples an
 or process objects, which keeps it at tens of thousands of calls per wall second (benchmarks/router_speed.py).
 The first ``warmup`` calls start the system from empty and are not reported; the run then keeps going, without
 new arrivals, until every reported call is finished.
+
+A strategy may also define ``on_queued(sim, queue, now) -> (task, agent_id) | None``, asked each time an
+arrival joins a queue: strategies that deliberately leave agents idle (``variants.ReservationStrategy``) use
+it to pull an idle agent in once a queue grows past their threshold. Work-conserving strategies omit it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import random
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from callcentre.domain.agent_state import AgentState
 from routing.reports import AgentTime, CallOutcome, Report, build_report
@@ -23,6 +28,7 @@ from routing.simulation.model import Scenario
 from routing.simulation.strategies import Strategy
 
 _ARRIVAL, _END, _FREE, _ABANDON = 0, 1, 2, 3
+_NO_CONTEXT: Mapping[str, str] = MappingProxyType({})
 
 
 class _LiveDemand(Mapping[str, float]):
@@ -112,8 +118,9 @@ class Simulation:
 
     # -- state changes -------------------------------------------------------------------------------------
 
-    def _make_idle(self, agent_id: str, now: float) -> None:
-        view = AgentView(agent_id, self._skills[agent_id], frozenset(), AgentState.AVAILABLE, now)
+    def _make_idle(self, agent_id: str, now: float, view: AgentView | None = None) -> None:
+        if view is None:
+            view = AgentView(agent_id, self._skills[agent_id], frozenset(), AgentState.AVAILABLE, now)
         self._idle[agent_id] = view
         for s in view.skills:
             self.idle_by_skill[s][agent_id] = view
@@ -151,6 +158,7 @@ class Simulation:
             self._make_idle(a.agent_id, 0.0)
 
         rates = [t.arrival_rate for t in sc.types]
+        requirements = [t.requirements for t in sc.types]
         total_rate = sum(rates)
         peak = max(sc.intraday) if sc.intraday else 1.0
         cumulative: list[float] = []
@@ -166,6 +174,7 @@ class Simulation:
         reported: list[CallOutcome] = []
         wrap = sc.wrap_up
         strategy = self.strategy
+        on_queued = getattr(strategy, "on_queued", None)
         target = self.warmup + self.calls
         arrived = 0
         window_start = 0.0
@@ -176,9 +185,10 @@ class Simulation:
 
         heapq.heappush(heap, (rng.expovariate(total_rate * peak), seq, _ARRIVAL, None))
 
-        def start(call: _Call, agent_id: str, now: float) -> None:
+        def start(call: _Call, agent_id: str, now: float, idle: bool = True) -> None:
             nonlocal seq
-            self._make_busy(agent_id)
+            if idle:
+                self._make_busy(agent_id)
             call.agents.append(agent_id)
             if call.outcome.answered_at is None:
                 call.outcome.answered_at = now
@@ -194,11 +204,10 @@ class Simulation:
             view = AgentView(agent_id, self._skills[agent_id], frozenset(), AgentState.AVAILABLE, now)
             task = strategy.task_for(self, view, now)
             if task is None:
-                self._make_idle(agent_id, now)
+                self._make_idle(agent_id, now, view)
                 return
             self._dequeue(task)
-            self._make_idle(agent_id, now)  # start() moves it straight back to busy
-            start(calls[task.call_id], agent_id, now)
+            start(calls[task.call_id], agent_id, now, idle=False)
 
         now = 0.0
         while heap:
@@ -222,7 +231,7 @@ class Simulation:
                 if arrived == self.warmup + 1:
                     window_start = now
                 outcome = CallOutcome(call_id, ctype.name, now)
-                task = Task(call_id, ctype.name, ctype.requirements, 0, "", now, ctype.name)
+                task = Task(call_id, ctype.name, requirements[index], 0, "", now, ctype.name, context=_NO_CONTEXT)
                 call = _Call(outcome, task, index, is_reported, handle())
                 patience = rng.expovariate(patience_rate) if patience_rate else 0.0
                 calls[call_id] = call
@@ -241,6 +250,12 @@ class Simulation:
                     if patience_rate:
                         seq += 1
                         heapq.heappush(heap, (now + patience, seq, _ABANDON, call))
+                    if on_queued is not None:
+                        # A non-work-conserving strategy may pull an idle agent in once a queue grows.
+                        pulled = on_queued(self, task.queue, now)
+                        if pulled is not None:
+                            self._dequeue(pulled[0])
+                            start(calls[pulled[0].call_id], pulled[1], now)
             elif kind == _END:
                 agent_id = str(data)
                 call = busy_call.pop(agent_id)
