@@ -109,8 +109,10 @@ def _gateway_or_503() -> WebRtcGateway | Any:
 def config() -> Any:
     gateway = gateway_of(get_console())
     if gateway is None:
-        return jsonify(enabled=False, ice_servers=[], state=None)
-    return jsonify(enabled=True, ice_servers=gateway.ice_servers, state=gateway.session_state(user().agent_id))
+        return jsonify(enabled=False, ice_servers=[], state=None, session=None)
+    me = user().agent_id
+    return jsonify(enabled=True, ice_servers=gateway.ice_servers, state=gateway.session_state(me),
+                   session=gateway.session_id(me))
 
 
 @bp.post("/offer")
@@ -130,7 +132,7 @@ def offer() -> Any:
         return jsonify(error=str(exc)), 400
     except GatewayError as exc:
         return jsonify(error=str(exc)), 503
-    return jsonify(type="answer", sdp=answer)
+    return jsonify(type="answer", sdp=answer, session=gateway.session_id(user().agent_id))
 
 
 @bp.post("/close")

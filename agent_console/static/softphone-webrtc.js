@@ -79,12 +79,26 @@ class WebRtcSoftphone extends SoftphoneBase {
     await this._gathered(pc, 3000);
     const r = await CC.api("POST", "/api/webrtc/offer", { type: "offer", sdp: pc.localDescription.sdp });
     if (!r.ok) throw new Error(r.data.error || "the server refused the offer");
+    this.sessionId = r.data.session;
     await pc.setRemoteDescription({ type: "answer", sdp: r.data.sdp });
+  }
+
+  // Another console tab of the same agent took the audio session over: step aside instead of
+  // taking it back (two tabs would otherwise steal it from each other for ever).
+  _movedElsewhere(cfg) {
+    return cfg.ok && cfg.data.session && cfg.data.session !== this.sessionId && cfg.data.state === "connected";
+  }
+
+  _stepAside() {
+    this.stopped = true;
+    if (this.pc) { try { this.pc.close(); } catch (e) { /* already closed */ } }
+    this._status("in use in another tab (reload this page to bring the audio here)");
   }
 
   async _health() {
     if (this.stopped || this.timer || !this.pc || this.pc.connectionState !== "connected") return;
     const r = await CC.api("GET", "/api/webrtc/config");
+    if (this._movedElsewhere(r)) { this._stepAside(); return; }
     if (r.ok && r.data.enabled && r.data.state !== "connected" && r.data.state !== "connecting" && r.data.state !== "new") {
       this._status("lost by the server");
       this._retry();
@@ -106,6 +120,7 @@ class WebRtcSoftphone extends SoftphoneBase {
     this._status("reconnecting in " + Math.round(delay / 1000) + " s");
     this.timer = setTimeout(async () => {
       this.timer = null;
+      if (this.sessionId && this._movedElsewhere(await CC.api("GET", "/api/webrtc/config"))) { this._stepAside(); return; }
       try { await this._connect(); } catch (e) { this._status("failed: " + e.message); this._retry(); }
     }, delay);
   }

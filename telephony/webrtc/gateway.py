@@ -218,6 +218,10 @@ class WebRtcGateway:
         session = self.sessions.get(agent_id)
         return None if session is None else session.state
 
+    def session_id(self, agent_id: int) -> str | None:
+        session = self.sessions.get(agent_id)
+        return None if session is None else session.id
+
     def _state_changed(self, session: AgentSession, state: str) -> None:
         if self.sessions.get(session.agent_id) is not session:
             return  # an old session being replaced

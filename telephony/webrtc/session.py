@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,6 +104,8 @@ class AgentSession:
         self._last_from_browser = 0.0
         self._converter = ToTelephone()
         self.closed = False
+        self.id = secrets.token_hex(8)
+        """Tells the page whether the server's session for its agent is its own (one tab carries audio)."""
 
         @self.pc.on("connectionstatechange")
         def _changed() -> None:

@@ -403,3 +403,22 @@ def test_page_re_establishes_a_lost_session_and_agent_is_not_ready_meanwhile(
     assert centre.gateway.session_state(agent_id) == "connected" and centre.gateway.sessions[agent_id] is not first
     expect(page.locator("#softphone-status")).to_have_attribute("data-webrtc", "connected", timeout=10_000)
     expect(page.locator("#state")).to_have_attribute("data-state", "available", timeout=10_000)
+
+
+def test_a_second_tab_takes_the_audio_and_the_first_steps_aside(
+    centre: Centre, chromium: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    mic = speech_wav(AGENT_TEXT, tmp_path / "agent.wav", 16000)
+    first_tab = open_console(chromium, centre, "agent03", mic, tmp_path / "tab1")
+    agent_id = centre.agents["agent03"]
+    first_session = centre.gateway.session_id(agent_id)
+    second_tab = open_console(chromium, centre, "agent03", mic, tmp_path / "tab2", available=False)
+    second_session = centre.gateway.session_id(agent_id)
+    assert second_session != first_session
+    expect(first_tab.locator("#softphone-status")).to_contain_text("another tab", timeout=15_000)
+    time.sleep(6)  # past the next health checks: nobody takes it back
+    assert centre.gateway.session_id(agent_id) == second_session
+    assert centre.gateway.session_state(agent_id) == "connected"
+    expect(second_tab.locator("#softphone-status")).to_have_attribute("data-webrtc", "connected")

@@ -383,7 +383,7 @@ def test_signalling_api_requires_an_agent_login_csrf_and_a_gateway(
     r = agent.post("/api/webrtc/offer", json={"type": "offer", "sdp": "v=0\r\n"}, headers={"X-CSRFToken": token})
     assert r.status_code == 400 and "audio" in r.get_json()["error"]
     config = agent.get("/api/webrtc/config").get_json()
-    assert config == {"enabled": True, "ice_servers": [], "state": None}
+    assert config == {"enabled": True, "ice_servers": [], "state": None, "session": None}
     with session_scope(session_factory) as db:
         a = db.scalar(select(Agent).where(Agent.login == "agent01"))
         assert a is not None
