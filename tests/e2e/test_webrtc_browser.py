@@ -272,6 +272,10 @@ def test_sipp_caller_browser_agents_audio_both_ways_warm_transfer(
         assert caller_corr > 0.5 and caller_corr > control1 + 0.15
         assert agent_corr > 0.5 and agent_corr > control2 + 0.15
 
+        # The page shows the connection state and a level meter that moves with the audio.
+        expect(agent1.locator("#softphone-status")).to_contain_text("connected")
+        agent1.wait_for_function("document.getElementById('softphone-level').value > 0.05", timeout=5_000)
+
         # Mute from the page: the caller hears silence from the agent; unmute brings the voice back.
         agent1.click("#mute")
         expect(agent1.locator("#unmute")).to_be_visible(timeout=5_000)
