@@ -52,7 +52,8 @@ def _lazy(module: str, factory: str) -> Callable[[Settings], TelephonyBackend]:
 
 BACKENDS: dict[str, Callable[[Settings], TelephonyBackend]] = {
     "memory": _memory,
-    "sip": _lazy("telephony.sip", "build_sip_backend"),
+    # The SIP backend with browser (WebRTC) agents when [webrtc] enabled; the plain SIP backend otherwise.
+    "sip": _lazy("telephony.webrtc.backend", "build_sip_backend_for_browsers"),
     "asterisk": _lazy("telephony.asterisk", "build_asterisk_backend"),
     "twilio": _lazy("telephony.twilio", "build_twilio_backend"),
 }
