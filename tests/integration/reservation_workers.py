@@ -84,23 +84,38 @@ def race(
     cycle: bool,
     max_reservations: int,
     batch: int = 20,
+    contend: bool = False,
 ) -> WorkerResult:
     """Behave like a router process: read a snapshot of waiting calls and available agents, pair up to
     ``batch`` of them at random, reserve each pair in its own transaction; with ``cycle`` the agent
     then answers and becomes free again. Stops when nothing is left, time is up, or it has won
-    ``max_reservations``."""
-    rng = random.Random(seed_value)
+    ``max_reservations``.
+
+    With ``contend`` every process reads its first snapshot *before* the start barrier and pairs it
+    the same way, so all of them go for the same pairs whatever the scheduler does: each pair is
+    tried by every process and only the atomic check decides who wins."""
+    rng = random.Random(0 if contend else seed_value)
     engine = make_engine(url)
     factory = make_session_factory(engine)
     offers: list[tuple[str, int]] = []
     attempts = conflicts = errors = 0
+    first: tuple[list[str], list[int]] | None = None
+    if contend:
+        with factory() as session:
+            first = _ids(session)
+            session.rollback()
+        first[0].sort()
+        first[1].sort()
     barrier.wait(timeout=60)
     start = time.perf_counter()
     try:
         while time.perf_counter() - start < max_seconds and len(offers) < max_reservations:
-            with factory() as session:
-                calls, agents = _ids(session)
-                session.rollback()
+            if first is not None:
+                (calls, agents), first = first, None
+            else:
+                with factory() as session:
+                    calls, agents = _ids(session)
+                    session.rollback()
             if not calls or not agents:
                 if cycle and calls:
                     time.sleep(0.001)
@@ -171,9 +186,11 @@ def _entry(
     cycle: bool,
     max_reservations: int,
     batch: int,
+    contend: bool,
 ) -> None:
     try:
-        results.put((index, race(url, barrier, mode, 1000 + index, max_seconds, cycle, max_reservations, batch)))
+        result = race(url, barrier, mode, 1000 + index, max_seconds, cycle, max_reservations, batch, contend)
+        results.put((index, result))
     except BaseException as exc:
         results.put((index, repr(exc)))
         raise
@@ -188,6 +205,7 @@ def run_race(
     cycle: bool = False,
     max_reservations: int = 10**9,
     batch: int = 20,
+    contend: bool = False,
 ) -> list[WorkerResult]:
     """Start ``processes`` real processes racing on ``url``; return what each one won."""
     import multiprocessing
@@ -202,7 +220,7 @@ def run_race(
     workers = [
         ctx.Process(
             target=_entry,
-            args=(url, barrier, results, i, mode, max_seconds, cycle, max_reservations, batch),
+            args=(url, barrier, results, i, mode, max_seconds, cycle, max_reservations, batch, contend),
             daemon=True,
         )
         for i in range(processes)
