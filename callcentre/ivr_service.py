@@ -140,7 +140,8 @@ class IvrService:
     def _input(self, call_id: str, inp: IvrInput) -> None:
         lock = self._locks.get(call_id)
         if lock is None:
-            log.warning("input for call %s which is not in the IVR; ignored", call_id)
+            # Normal after the IVR (survey digits, agent keypad): other services handle those.
+            log.debug("input for call %s which is not in the IVR; ignored", call_id)
             return
         with lock:
             state = self._states.get(call_id)
