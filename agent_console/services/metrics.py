@@ -83,7 +83,8 @@ def outcomes(db: Session, calls: list[Call]) -> list[CallOutcome]:
                 answered_at=c.answered_at.timestamp() if c.answered_at else None,
                 abandoned_at=c.ended_at.timestamp() if abandoned and c.ended_at else None,
                 agents=who,
-                resolved_first=bool(c.resolved) and len(who) <= 1,
+                # The caller's own "not solved" in the survey outweighs the agent's disposition.
+                resolved_first=bool(c.resolved) and len(who) <= 1 and not (found is not None and found.solved is False),
                 repeat_within_7d=_repeated(db, c) if c.resolved else False,
                 survey_offered=found is not None,
                 csat=found.score if found is not None and found.completed else None,

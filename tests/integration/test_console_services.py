@@ -18,7 +18,7 @@ from agent_console.services.screen_pop import build_screen_pop
 from agent_console.services.similar import find_similar
 from callcentre.bus import EventBus
 from callcentre.db.base import utcnow
-from callcentre.db.models import Agent, Call, CallSegment, Queue
+from callcentre.db.models import Agent, Call, CallSegment, Queue, SurveyResponse
 from callcentre.domain.events import CallQueued, CallTransferred
 from tests.e2e.console_seed import Seeded, seed, simulated_dispatcher_offer
 
@@ -108,6 +108,27 @@ def test_metrics_come_from_routing_reports_with_abandoned_calls_as_misses(sessio
     billing = snap["queues"][0]
     assert billing["waiting"] == 1 and billing["longest_wait_seconds"] >= 70
     assert billing["staffing"]["agents_needed"] >= 1 and billing["staffing"]["method"] == "erlang_c"
+
+
+def test_fcr_counts_the_callers_survey_answer(session_factory: Any) -> None:
+    """An agent may mark a call resolved, but a caller who answers "not solved" in the survey makes it
+    a first-contact miss (issue 5: survey answers feed FCR)."""
+    now = utcnow()
+    t = now - timedelta(minutes=10)
+    with session_factory() as db:
+        q = Queue(name="technical", sl_target_seconds=20)
+        db.add(q)
+        db.flush()
+        db.add_all([Call(id=f"c{i}", queue_id=q.id, queued_at=t, answered_at=t + timedelta(seconds=3), resolved=True)
+                    for i in range(4)])
+        db.add_all([CallSegment(call_id=f"c{i}", started_at=t) for i in range(4)])
+        db.add_all([SurveyResponse(call_id="c0", score=2, solved=False, completed=True),
+                    SurveyResponse(call_id="c1", score=5, solved=True, completed=True)])
+        db.commit()
+        m = metrics.queue_metrics(db, q, now - timedelta(hours=1), now)
+    assert m["answered"] == 4
+    assert m["fcr"] == 0.75
+    assert m["csat_mean"] == 3.5
 
 
 def test_agent_state_rules(session_factory: Any, seeded: Seeded, bus: tuple[EventBus, list[Any]]) -> None:
