@@ -74,3 +74,14 @@ def test_exact_references_are_erlang_a_of_the_pooled_and_split_systems() -> None
     assert row.sl_exact_refs == pytest.approx(
         (row.metrics.sl - x[1].service_level) / (x[0].service_level - x[1].service_level))
     assert row.as_dict()["efficiency_abandonment_exact_refs"] == row.abandonment_exact_refs
+
+
+@pytest.mark.slow
+def test_balanced_design_router_reaches_090_abandonment_efficiency() -> None:
+    """Issue 7, balanced design (each reason's second skills spread over the other five), router, 100,000 calls,
+    seed 1. Measured 0.916 (seed 1), 0.910 (2), 0.908 (3, 500k calls), 0.907 (4, 1M calls), so 0.9 holds over
+    seeds; the chain design does not reach it (0.86-0.87; docs/routing.md explains why)."""
+    _, rows = pooling_efficiency(calls=100_000, seed=1, designs=("balanced",), strategies=("router",))
+    (row,) = rows
+    assert row.abandonment >= 0.9
+    assert row.abandonment_exact_refs is not None and row.abandonment_exact_refs >= 0.9
