@@ -20,13 +20,18 @@ Variants (all compared on the same callers, against the same FCFS pooled/split r
   of its longest queue. It games SL20 by reordering rather than pooling, so the study also reports it against
   pooled/split references run under the same rule.
 
-Run: ``python -m routing.simulation.variants --calls 100000 --seed 1`` (table, then one JSON line).
+:func:`preemptive_abandonment_bound` computes what no routing could beat in abandonment efficiency even if calls
+could move between agents mid-call (valid when patience and handle time have the same mean, as in the issue).
+
+Run: ``python -m routing.simulation.variants --calls 100000 --seed 1`` (table, bound, then one JSON line).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -236,6 +241,67 @@ VARIANTS: dict[str, Callable[[], Strategy]] = {
 }
 
 
+def _group_masks(design: str, types: int, agents: int, load: float, skills_per_agent: int) -> list[tuple[int, int]]:
+    """(skill bit mask, number of agents) per group of agents with the same skills."""
+    scenario = build_scenario(design, types=types, agents=agents, load=load, skills_per_agent=skills_per_agent)
+    index = {t.name: i for i, t in enumerate(scenario.types)}
+    counts: dict[int, int] = {}
+    for spec in scenario.agents:
+        mask = sum(1 << index[s] for s in spec.skills)
+        counts[mask] = counts.get(mask, 0) + 1
+    return sorted(counts.items())
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    """Poisson by inversion (fine for the means of tens used here)."""
+    k, p = 0, math.exp(-mean)
+    cumulative, u = p, rng.random()
+    while u > cumulative:
+        k += 1
+        p *= mean / k
+        cumulative += p
+        if p == 0.0:
+            break
+    return k
+
+
+def preemptive_abandonment_bound(
+    design: str = "chain", *, types: int = 6, agents: int = 90, load: float = 84.0, skills_per_agent: int = 2,
+    samples: int = 100_000, seed: int = 1,
+) -> float:
+    """Abandonment pooling efficiency that no routing could beat even moving calls between agents mid-call,
+    when mean patience equals mean handle time (θ = μ) and handle times do not depend on reason or agent.
+
+    Then every caller leaves at rate μ whether waiting or served, so the callers of each reason present form
+    an M/M/∞ process, Poisson(load / types) in steady state, whatever the routing; abandonment is
+    ``1 - E[busy agents] / load``, and busy agents can never exceed the maximum matching of the callers
+    present to the agents (max-flow = min cut: min over sets S of reasons of the callers outside S plus the
+    agents trained in any reason of S). Pooled and split reach their matching with FCFS, so the bound is
+    ``(E[match design] - E[match split]) / (E[match pooled] - E[match split])`` over the same samples.
+    """
+    if types > 16:
+        raise ValueError("the cut enumeration is exponential in the number of reasons; at most 16")
+    rng = random.Random(seed)
+    mean = load / types
+    full = (1 << types) - 1
+    designs = {name: _group_masks(name, types, agents, load, skills_per_agent)
+               for name in ("pooled", "split", design)}
+    capacity = {name: [sum(c for m, c in groups if m & subset) for subset in range(full + 1)]
+                for name, groups in designs.items()}
+    totals = dict.fromkeys(designs, 0)
+    for _ in range(samples):
+        present = [_poisson(rng, mean) for _ in range(types)]
+        inside = [0] * (full + 1)  # callers of the reasons in each subset
+        for subset in range(1, full + 1):
+            low = subset & -subset
+            inside[subset] = inside[subset ^ low] + present[low.bit_length() - 1]
+        everyone = inside[full]
+        for name, cap in capacity.items():
+            totals[name] += min(everyone - inside[subset] + cap[subset] for subset in range(full + 1))
+    pooled, split, chosen = totals["pooled"], totals["split"], totals[design]
+    return (chosen - split) / (pooled - split) if pooled != split else float("nan")
+
+
 @dataclass(frozen=True)
 class StudyRow:
     variant: str
@@ -281,8 +347,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--design", choices=("chain", "balanced"), default="chain")
     parser.add_argument("--variants", nargs="*", choices=sorted(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--bound-samples", type=int, default=100_000,
+                        help="samples for the preemptive abandonment bound (0: skip it)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    bound = (preemptive_abandonment_bound(args.design, samples=args.bound_samples, seed=args.seed)
+             if args.bound_samples > 0 else None)
     refs, rows = study(args.variants, calls=args.calls, seed=args.seed, design=args.design)
     for name, m in refs.items():
         print(f"{name:<10} SL20 {m.sl:.4f}  abandonment {m.abandonment:.4f}")
@@ -290,7 +360,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     for r in rows:
         print(f"{r.variant:<16}{r.references:<13}{r.metrics.sl or 0:>8.4f}{r.metrics.abandonment or 0:>8.4f}"
               f"{r.efficiency_sl:>8.3f}{r.efficiency_abandonment:>8.3f}")
+    if bound is not None:
+        print(f"abandonment efficiency bound with calls moved between agents mid-call (θ = μ): {bound:.4f}")
     print(json.dumps({"design": args.design, "calls": args.calls, "seed": args.seed,
+                      "preemptive_abandonment_bound": bound,
                       "wall_seconds": round(time.perf_counter() - started, 1),
                       "references": {k: {"sl20": v.sl, "abandonment": v.abandonment} for k, v in refs.items()},
                       "rows": [{"variant": r.variant, "references": r.references, "sl20": r.metrics.sl,
