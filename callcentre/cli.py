@@ -99,7 +99,10 @@ def serve(ctx: Ctx, http: str | None, sip: str | None, database: str | None, bac
     def _stop(*_: Any) -> None:
         stopping.set()
 
+    # Ctrl-C and SIGTERM only set the event: a KeyboardInterrupt raised inside Event.wait can leave
+    # its lock broken ("release unlocked lock") instead of stopping cleanly.
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     click.echo(f"callcentre: {backend} backend up; database {settings.database.url}")
     if backend == "sip":
         click.echo(f"callcentre: SIP on {settings.sip.host}:{settings.sip.port} (dial {settings.sip.numbers})")
