@@ -27,6 +27,7 @@ from callcentre.bus import EventBus
 from callcentre.domain.events import SpeechHeard
 from ivr.actions import Action, Gather
 from telephony.base import AgentEndpoint, TelephonyBackend
+from telephony.wrapper import BackendWrapper
 
 DEFAULT_THRESHOLD = 0.6
 DECOYS: tuple[str, ...] = ("안녕하세요", "감사합니다", "잠깐만요")
@@ -189,7 +190,7 @@ def publish_to(bus: EventBus) -> SpeechCallback:
     return publish
 
 
-class SpeechBackend:
+class SpeechBackend(BackendWrapper):
     """Wraps a telephony backend that carries audio: listens while a speech-enabled gather is open.
 
     The wrapped backend (or its media layer) hands caller audio to ``gate.feed``; this wrapper only
@@ -197,15 +198,8 @@ class SpeechBackend:
     """
 
     def __init__(self, inner: TelephonyBackend, gate: SpeechGate) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.gate = gate
-        self.name = inner.name
-
-    def start(self, bus: EventBus) -> None:
-        self.inner.start(bus)
-
-    def stop(self) -> None:
-        self.inner.stop()
 
     def perform(self, call_id: str, action: Action) -> None:
         if isinstance(action, Gather) and action.speech_phrases and not action.sensitive:
@@ -217,9 +211,6 @@ class SpeechBackend:
     def connect_agent(self, call_id: str, agent: AgentEndpoint, ring_seconds: float) -> None:
         self.gate.stop_listening(call_id)
         self.inner.connect_agent(call_id, agent, ring_seconds)
-
-    def hold(self, call_id: str, on: bool) -> None:
-        self.inner.hold(call_id, on)
 
     def hangup(self, call_id: str) -> None:
         self.gate.stop_listening(call_id)

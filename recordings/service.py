@@ -25,7 +25,8 @@ from callcentre.domain.events import AgentAnswered, CallArrived, CallHungUp
 from ivr.actions import Action, Gather
 from recordings import jobs
 from recordings.storage import CallRecorder, save_recording
-from telephony.base import AgentEndpoint, TelephonyBackend
+from telephony.base import TelephonyBackend
+from telephony.wrapper import BackendWrapper
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class RecordingService:
         return True
 
 
-class RecordingBackend:
+class RecordingBackend(BackendWrapper):
     """Wraps a telephony backend: pauses recording for sensitive gathers, resumes on the next action.
 
     The pause starts before the prompt asking for the PIN is played and lasts until the IVR acts on
@@ -124,15 +125,8 @@ class RecordingBackend:
     """
 
     def __init__(self, inner: TelephonyBackend, recordings: RecordingService) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.recordings = recordings
-        self.name = inner.name
-
-    def start(self, bus: EventBus) -> None:
-        self.inner.start(bus)
-
-    def stop(self) -> None:
-        self.inner.stop()
 
     def perform(self, call_id: str, action: Action) -> None:
         if isinstance(action, Gather) and action.sensitive:
@@ -140,12 +134,3 @@ class RecordingBackend:
         else:
             self.recordings.resume(call_id, SENSITIVE_INPUT)
         self.inner.perform(call_id, action)
-
-    def connect_agent(self, call_id: str, agent: AgentEndpoint, ring_seconds: float) -> None:
-        self.inner.connect_agent(call_id, agent, ring_seconds)
-
-    def hold(self, call_id: str, on: bool) -> None:
-        self.inner.hold(call_id, on)
-
-    def hangup(self, call_id: str) -> None:
-        self.inner.hangup(call_id)
