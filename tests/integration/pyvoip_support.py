@@ -299,3 +299,17 @@ def stock_phone(
             phone.stop()
         except Exception:  # stock stop() can raise on its own half-dead sockets
             pass
+        stop_stray_stock_rtp()
+
+
+def stop_stray_stock_rtp() -> None:
+    """End stock RTP threads that stock ``stop()`` leaves running (non-daemon: they block exit).
+
+    Stock starts RTP before sending its 200 OK; when that send fails (the phone already gave up),
+    the call never becomes ANSWERED, ``stop()`` skips it and its RTP Timer threads loop forever.
+    """
+    stock_client = patches.import_pyvoip()[2].RTPClient
+    for thread in threading.enumerate():
+        owner = getattr(getattr(thread, "function", None), "__self__", None)
+        if isinstance(owner, stock_client) and not isinstance(owner, patches.HardenedRTPClient):
+            owner.NSD = False
