@@ -254,7 +254,9 @@ class HardenedVoIPCall(VoIPCall):  # type: ignore[misc, valid-type]
             self.sip.send_to(("\r\n".join(lines) + "\r\n\r\n").encode(), self._invite_destination)
             self._cancel_sent = True
         # The far end answers 487 (then we ACK and end); if it stays silent, end anyway.
-        threading.Timer(4.0, self._give_up_cancel).start()
+        give_up = threading.Timer(4.0, self._give_up_cancel)
+        give_up.daemon = True
+        give_up.start()
 
     def _give_up_cancel(self) -> None:
         with self.lock:
