@@ -65,7 +65,7 @@ from routing import history, reservations, transfers
 from routing import queue_experience as qx
 from routing.router import AgentView, Decision, Router, Task
 from routing.skills import QueuePolicy, RelaxationStep, check_requirements, parse_requirements
-from telephony.base import AgentEndpoint, TelephonyBackend
+from telephony.base import AgentEndpoint, ConsultCapable, TelephonyBackend
 
 log = logging.getLogger(__name__)
 
@@ -385,6 +385,8 @@ class Dispatcher:
         with self._lock:
             with session_scope(self.sessions) as session:
                 misses = reservations.expire_overdue(session, now=now, policy=self.config.policy)
+                for miss in misses:
+                    self._keep_consulting_caller(session, miss)
             for miss in misses:
                 log.info("offer of call %s to agent %s timed out", miss.call_id, miss.agent_id)
                 self._after_miss(miss, now)
@@ -443,12 +445,14 @@ class Dispatcher:
             log.warning("reservation round of %d decision(s) failed; will retry", len(decisions))
             return []
 
-    def _ring(self, offer: reservations.Offer, contact: str, why: str) -> None:
+    def _ring(self, offer: reservations.Offer, contact: str, why: str, consult: bool = False) -> None:
         endpoint = AgentEndpoint(offer.agent_id, contact)
         self.bus.publish(AgentStateChanged(offer.agent_id, AgentState.RINGING.value, at=offer.offered_at))
         self.bus.publish(CallOffered(offer.call_id, offer.agent_id, why=why))
         ring = self.config.policy.ring_seconds
-        if offer.callback_number is None:
+        if consult and isinstance(self.backend, ConsultCapable):
+            self.backend.consult(offer.call_id, endpoint, ring)
+        elif offer.callback_number is None:
             self.backend.connect_agent(offer.call_id, endpoint, ring)
         elif isinstance(self.backend, CallbackDialler):
             self.backend.call_back(offer.call_id, offer.callback_number, endpoint, ring)
@@ -523,10 +527,29 @@ class Dispatcher:
                 miss = reservations.missed(
                     session, call_id, agent_id, now=now, policy=self.config.policy, reason=reason
                 )
+                if miss is not None:
+                    self._keep_consulting_caller(session, miss)
             if miss is None:
                 return
             self._after_miss(miss, now)
             self.dispatch()
+
+    @staticmethod
+    def _keep_consulting_caller(session: Session, miss: reservations.Miss) -> None:
+        """A warm transfer's consulted agent did not answer: the caller is still the first agent's
+        (held, waiting for Return), so their entry must not go back to the router."""
+        consulting = session.scalars(
+            select(TransferRecord).where(
+                TransferRecord.call_id == miss.call_id,
+                TransferRecord.status == "consulting",
+                TransferRecord.to_agent_id == miss.agent_id,
+            )
+        ).first()
+        if consulting is None:
+            return
+        entry = session.scalars(select(QueueEntry).where(QueueEntry.call_id == miss.call_id)).one_or_none()
+        if entry is not None and entry.status == "waiting":
+            entry.status = "connected"
 
     def _after_miss(self, miss: reservations.Miss, now: datetime) -> None:
         reason = reservations.NOT_READY_REASON if miss.agent_state is AgentState.NOT_READY else ""
@@ -710,10 +733,11 @@ class Dispatcher:
                     record.note,
                 )
             )
-            if record.kind == "warm":
+            consult = record.kind == "warm" and isinstance(self.backend, ConsultCapable)
+            if record.kind == "warm" and not consult:
                 self.backend.hold(request.call_id, True)
             if offer is not None:
-                self._ring(offer, contact or "browser", f"{record.kind} transfer: {record.reason}")
+                self._ring(offer, contact or "browser", f"{record.kind} transfer: {record.reason}", consult=consult)
             elif context is not None:
                 self.backend.perform(request.call_id, Transfer(number=record.target, context=context))
             elif record.target_type == "queue":
@@ -725,13 +749,19 @@ class Dispatcher:
         with self._lock, session_scope(self.sessions) as session:
             record = transfers.complete_warm(session, transfer_id, now=self.clock())
             call_id = record.call_id
-        self.backend.hold(call_id, False)
+        if isinstance(self.backend, ConsultCapable):
+            self.backend.complete_consult(call_id)  # caller ↔ consulted agent; the first agent's leg ends
+        else:
+            self.backend.hold(call_id, False)
 
     def return_warm(self, transfer_id: int) -> None:
         with self._lock, session_scope(self.sessions) as session:
             record = transfers.return_warm(session, transfer_id, now=self.clock())
             call_id = record.call_id
-        self.backend.hold(call_id, False)
+        if isinstance(self.backend, ConsultCapable):
+            self.backend.cancel_consult(call_id)  # the consulted leg ends; caller ↔ first agent again
+        else:
+            self.backend.hold(call_id, False)
 
     @staticmethod
     def _context(session: Session, call_id: str) -> CallContext:

@@ -5,6 +5,12 @@ call table). We are the UAC here: INVITE with our own RTP port; 1xx waits; 2xx �
 route set) and the two RTP sessions relay into each other; 3xx–6xx → ACK and ``AgentNoAnswer``; no
 answer within ``ring_seconds`` → CANCEL and ``AgentNoAnswer`` while the caller stays on hold music,
 so the router can offer the call again with its place kept.
+
+Warm transfer (:class:`telephony.base.ConsultCapable`): a call may briefly have two agent legs,
+``call.agent`` (the first agent) and ``call.consult`` (the second). While consulting, the caller
+hears hold music and the two agent legs relay into each other; completing moves the caller's
+bridge to the second agent and BYEs the first, cancelling ends the second leg and re-bridges the
+caller to the first.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from callcentre.domain.events import AgentAnswered, AgentNoAnswer, CallHungUp
 from callcentre.settings import SipSettings
 from telephony.audio import EncodedClip
 from telephony.base import AgentEndpoint
-from telephony.rtp_relay import MediaEngine, NoRtpPortError
+from telephony.rtp_relay import MediaEngine, NoRtpPortError, RtpSession
 from telephony.sdp import SdpError, build_sdp, parse_offer
 from telephony.sip_message import RawSip, host_port_of, uri_of
 from telephony.sip_state import Address, AgentLeg, CallerCall, Leg, new_tag
@@ -75,10 +81,8 @@ class AgentLegs:
         except NoRtpPortError:
             self._publish(AgentNoAnswer(call.call_id, agent_id=agent_id))
             return
-        sink = self.audio_sink
-        if sink is not None and purpose == "agent":
-            call_id = call.call_id
-            media.on_audio = lambda pcm: sink(call_id, "agent", pcm)
+        if purpose == "agent":
+            self._tap_agent(call.call_id, media)
         sip_call_id = f"{new_tag(20)}@{self.address[0]}"
         local_tag = new_tag()
         target = host_port_of(uri)
@@ -98,11 +102,13 @@ class AgentLegs:
         ]) + "\r\n\r\n" + sdp
         agent_leg = AgentLeg(call.call_id, agent_id, leg, invite.encode(), branch, purpose=purpose)
         with call.lock:
-            if call.agent is not None:
-                old = call.agent
-                call.agent = None
+            old = call.consult if purpose == "consult" else call.agent
+            if purpose == "consult":
+                call.consult = agent_leg
+            else:
+                call.agent = agent_leg
+            if old is not None:
                 self._drop_agent_leg(old)
-            call.agent = agent_leg
         with self._lock:
             self._by_sip[sip_call_id] = agent_leg
         agent_leg.cancel_timer = self.media.call_later(
@@ -154,8 +160,11 @@ class AgentLegs:
             pt = offer.choose_audio()
             if pt is not None:
                 leg.media.payload_type = pt
-            self._bridge(call, agent)
-            if agent.purpose == "agent":
+            if agent.purpose == "consult":
+                self._bridge_consult(call, agent)
+            else:
+                self._bridge(call, agent)
+            if agent.purpose in ("agent", "consult"):
                 self._publish(AgentAnswered(agent.call_id, agent_id=agent.agent_id))
             return
         # 3xx-6xx: ACK it (same branch, hop by hop) and give the call back to the queue.
@@ -200,7 +209,10 @@ class AgentLegs:
         call = self.calls.get(agent.call_id)
         if call is not None:
             with call.lock:
-                if call.agent is agent:
+                if call.consult is agent:
+                    # The caller stays on hold music and the first agent's leg stays up: they can return.
+                    call.consult = None
+                elif call.agent is agent:
                     call.agent = None
                     media = call.leg.media
                     if media is not None:
@@ -210,7 +222,7 @@ class AgentLegs:
             agent.leg.media.close()
             agent.leg.media = None
         self.media.call_later(32.0, lambda: self._forget_sip(agent.leg.sip_call_id, agent))
-        if agent.purpose == "agent":
+        if agent.purpose in ("agent", "consult"):
             self._publish(AgentNoAnswer(agent.call_id, agent_id=agent.agent_id))
         elif call is not None:
             self.hangup(call.call_id)  # blind transfer target unreachable: nothing else to offer
@@ -242,6 +254,8 @@ class AgentLegs:
             caller_media = call.leg.media
             if caller_media is None:
                 return
+            if call.consult is not None:
+                return  # consulting: the caller is already held; complete or cancel ends it
             if agent is None or not agent.answered or agent.leg.media is None:
                 caller_media.set_background(self._music(caller_media.payload_type) if on else None)
                 return
@@ -265,6 +279,14 @@ class AgentLegs:
         if call is None:
             return
         with call.lock:
+            if call.consult is agent:
+                # The consulted agent left: the first agent still has the (held) caller and can return.
+                call.consult = None
+                first = call.agent
+                if first is not None and first.leg.media is not None:
+                    first.leg.media.unbridge()
+                log.info("call %s: consulted agent %s hung up", call.call_id, agent.agent_id)
+                return
             if call.agent is not agent:
                 return
             call.agent = None
@@ -332,3 +354,91 @@ class AgentLegs:
         if old is not None:
             self._drop_agent_leg(old)
         self.connect_agent(call_id, agent, ring_seconds)
+
+    # ---- warm transfer: consultation (telephony.base.ConsultCapable) ---------------------------
+
+    def consult(self, call_id: str, agent: AgentEndpoint, ring_seconds: float) -> None:
+        """Hold the caller, keep the first agent's leg up and ring ``agent``; on answer the two agents talk."""
+        call = self.calls.get(call_id)
+        if call is None or call.leg.ended:
+            self._publish(AgentNoAnswer(call_id, agent_id=agent.agent_id))
+            return
+        with call.lock:
+            first = call.agent
+            if first is None or not first.answered or first.leg.media is None:
+                first = None
+            else:
+                call.on_hold = True
+                caller_media, first_media = call.leg.media, first.leg.media
+                if caller_media is not None:
+                    caller_media.unbridge()
+                    caller_media.set_background(self._music(caller_media.payload_type))
+                first_media.unbridge()
+                first_media.set_background(None)
+        if first is None:
+            # Nobody to consult with (the first agent is gone): an ordinary hold-and-ring.
+            self.hold(call_id, True)
+            self.connect_agent(call_id, agent, ring_seconds)
+            return
+        self._dial(call, agent.agent_id, self._agent_uri(agent.contact), ring_seconds, purpose="consult")
+
+    def _bridge_consult(self, call: CallerCall, consult: AgentLeg) -> None:
+        with call.lock:
+            first = call.agent
+            second_media = consult.leg.media
+            if call.consult is not consult or second_media is None:
+                return
+            if first is None or first.leg.media is None:
+                second_media.set_background(None)  # the first agent left while it rang: wait for cancel
+                return
+            first.leg.media.bridge(second_media)
+            second_media.bridge(first.leg.media)
+
+    def complete_consult(self, call_id: str) -> None:
+        """Bridge the caller to the consulted agent and end the first agent's leg (our BYE)."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return
+        first: AgentLeg | None = None
+        with call.lock:
+            second = call.consult
+            if second is None or not second.answered or second.leg.media is None:
+                log.warning("call %s: no answered consultation to complete; returning the caller", call_id)
+                done = False
+            else:
+                first, call.agent, call.consult = call.agent, second, None
+                second.purpose = "agent"  # from now on its hang-up ends the call like any agent's
+                self._tap_agent(call_id, second.leg.media)
+                if first is not None and first.leg.media is not None:
+                    first.leg.media.unbridge()
+                call.on_hold = False
+                second.leg.media.unbridge()
+                self._bridge(call, second)
+                done = True
+        if not done:
+            self.cancel_consult(call_id)
+            return
+        if first is not None:
+            self._drop_agent_leg(first)
+
+    def cancel_consult(self, call_id: str) -> None:
+        """End the consulted agent's leg (CANCEL or BYE) and give the caller back to the first agent."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return
+        with call.lock:
+            second, call.consult = call.consult, None
+            first = call.agent
+            if second is not None and second.leg.media is not None:
+                second.leg.media.unbridge()
+            if first is not None and first.leg.media is not None:
+                first.leg.media.unbridge()
+        if second is not None:
+            self._drop_agent_leg(second)
+        self.hold(call_id, False)
+
+    def _tap_agent(self, call_id: str, media: RtpSession) -> None:
+        """Recording hears the agent who talks to the caller (not a consultation between agents)."""
+        sink = self.audio_sink
+        if sink is not None:
+            media.on_audio = lambda pcm: sink(call_id, "agent", pcm)

@@ -45,5 +45,23 @@ class TelephonyBackend(Protocol):
         """End the call from the platform side."""
 
 
+@runtime_checkable
+class ConsultCapable(Protocol):
+    """Optional backend power: a warm transfer's consultation, where the two agents talk while the
+    caller is held. Backends without it get the plain ``hold`` + ``connect_agent`` (the second agent
+    rings while the first agent's leg may be replaced)."""
+
+    def consult(self, call_id: str, agent: AgentEndpoint, ring_seconds: float) -> None:
+        """Hold the caller (music), keep the first agent's leg up and ring ``agent``. On answer publish
+        ``AgentAnswered`` and bridge the two agents to each other; on no answer ``AgentNoAnswer`` (the
+        caller stays held and the first agent can take them back with :meth:`cancel_consult`)."""
+
+    def complete_consult(self, call_id: str) -> None:
+        """Bridge the caller to the consulted agent and end the first agent's leg."""
+
+    def cancel_consult(self, call_id: str) -> None:
+        """End the consulted agent's leg (ringing or talking) and bridge the caller to the first agent."""
+
+
 def make_backend_name_error(name: str, allowed: list[str]) -> ValueError:
     return ValueError(f"unknown telephony backend {name!r}; choose one of {', '.join(sorted(allowed))}")

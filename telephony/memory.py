@@ -37,6 +37,10 @@ class MemoryCall:
     waiting_for_input: Gather | None = None
     ringing_agent: AgentEndpoint | None = None
     connected_agent: int | None = None
+    consulting: bool = False
+    """A warm transfer's consultation is on: ``ringing_agent`` / ``consulted_agent`` is the second agent."""
+    consulted_agent: int | None = None
+    """The second agent, once they answered the consultation (talking to ``connected_agent``)."""
     on_hold: bool = False
     ended: bool = False
 
@@ -76,6 +80,30 @@ class MemoryBackend:
         self.commands.append(("connect_agent", call_id, agent))
         self.calls[call_id].ringing_agent = agent
 
+    # -- ConsultCapable (warm transfer) -----------------------------------------------------------
+
+    def consult(self, call_id: str, agent: AgentEndpoint, ring_seconds: float) -> None:
+        self.commands.append(("consult", call_id, agent))
+        call = self.calls[call_id]
+        call.on_hold, call.consulting = True, True
+        call.ringing_agent, call.consulted_agent = agent, None
+
+    def complete_consult(self, call_id: str) -> None:
+        self.commands.append(("complete_consult", call_id, None))
+        call = self.calls[call_id]
+        if call.consulted_agent is None:  # nobody answered: like the SIP backend, give the caller back
+            self.cancel_consult(call_id)
+            return
+        call.connected_agent, call.consulted_agent = call.consulted_agent, None
+        call.consulting, call.on_hold = False, False
+
+    def cancel_consult(self, call_id: str) -> None:
+        self.commands.append(("cancel_consult", call_id, None))
+        call = self.calls[call_id]
+        if call.consulting:
+            call.ringing_agent = None
+        call.consulted_agent, call.consulting, call.on_hold = None, False, False
+
     def hold(self, call_id: str, on: bool) -> None:
         self.commands.append(("hold", call_id, on))
         self.calls[call_id].on_hold = on
@@ -112,7 +140,10 @@ class MemoryBackend:
         if call.ringing_agent is None:
             raise ValueError(f"call {call_id}: no agent is ringing")
         agent_id = call.ringing_agent.agent_id
-        call.ringing_agent, call.connected_agent = None, agent_id
+        if call.consulting:
+            call.ringing_agent, call.consulted_agent = None, agent_id
+        else:
+            call.ringing_agent, call.connected_agent = None, agent_id
         self._publish(AgentAnswered(call_id, agent_id=agent_id))
 
     def agent_rejects(self, call_id: str) -> None:

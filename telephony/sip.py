@@ -676,11 +676,13 @@ class SipBackend(AgentLegs):
             self._cancel_hold_timer(call)
             if call.grace_timer is not None:
                 call.grace_timer()
-            agent = call.agent
-            call.agent = None
+            agent, consult = call.agent, call.consult
+            call.agent = call.consult = None
             media, call.leg.media = call.leg.media, None
         if agent is not None:
             self._drop_agent_leg(agent)
+        if consult is not None:
+            self._drop_agent_leg(consult)
         if media is not None:
             media.close()
         with self._lock:

@@ -64,6 +64,8 @@ class CallerCall:
     gather: GatherState | None = None
     typeahead: str = ""
     agent: AgentLeg | None = None
+    consult: AgentLeg | None = None
+    """A warm transfer's second agent (ringing or talking to ``agent``) while the caller is held."""
     on_hold: bool = False
     queued: bool = False
     acked: bool = False
@@ -88,6 +90,6 @@ class AgentLeg:
     cancel_timer: Callable[[], None] | None = None
     failed: bool = False
     purpose: str = "agent"
+    """``agent``, ``consult`` (a warm transfer's second agent) or ``transfer`` (a blind transfer out)."""
     responded: bool = False
     """Any response to our INVITE arrived (stops its retransmission)."""
-    """``agent`` or ``transfer`` (a blind transfer to an outside number)."""

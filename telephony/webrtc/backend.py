@@ -15,7 +15,7 @@ from callcentre.bus import EventBus
 from callcentre.domain.events import AgentAnswered, AgentNoAnswer, CallEnded
 from callcentre.settings import Settings
 from ivr.actions import Action
-from telephony.base import AgentEndpoint, TelephonyBackend
+from telephony.base import AgentEndpoint, ConsultCapable, TelephonyBackend
 from telephony.webrtc.gateway import WebRtcGateway
 
 BROWSER = "browser"
@@ -89,6 +89,31 @@ class BrowserAgentBackend:
                 self.bus.publish(AgentNoAnswer(call_id, agent_id=agent.agent_id))
             return
         transfer(call_id, target, ring_seconds)
+
+    # Warm transfer: the consulted agent may be a browser or a SIP phone, like any agent.
+    def consult(self, call_id: str, agent: AgentEndpoint, ring_seconds: float) -> None:
+        target = self._route(call_id, agent)
+        if target is None:
+            if self.bus is not None:
+                self.bus.publish(AgentNoAnswer(call_id, agent_id=agent.agent_id))
+            return
+        if isinstance(self.inner, ConsultCapable):
+            self.inner.consult(call_id, target, ring_seconds)
+        else:  # the wrapped backend cannot consult: the old hold-and-ring
+            self.inner.hold(call_id, True)
+            self.inner.connect_agent(call_id, target, ring_seconds)
+
+    def complete_consult(self, call_id: str) -> None:
+        if isinstance(self.inner, ConsultCapable):
+            self.inner.complete_consult(call_id)
+        else:
+            self.inner.hold(call_id, False)
+
+    def cancel_consult(self, call_id: str) -> None:
+        if isinstance(self.inner, ConsultCapable):
+            self.inner.cancel_consult(call_id)
+        else:
+            self.inner.hold(call_id, False)
 
     def _is_browser(self, call_id: str, agent_id: int) -> bool:
         with self._lock:

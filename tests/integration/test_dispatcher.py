@@ -267,12 +267,15 @@ def test_transfers_through_the_dispatcher(platform: Platform) -> None:
     record = platform.dispatcher.transfer(
         tr.TransferRequest(call_id, a1, "warm", "agent", str(a2), "refund_over_limit", "needs approval")
     )
-    assert ("hold", call_id, True) in platform.backend.commands
+    # The memory backend can consult (telephony.base.ConsultCapable): the caller is held meanwhile.
+    assert ("consult", call_id) in [c[:2] for c in platform.backend.commands]
+    assert platform.backend.calls[call_id].on_hold
     assert platform.ringing(call_id) == a2
     platform.backend.agent_answers(call_id)  # the consultation starts; the caller stays on hold
-    assert [c for c in platform.backend.commands if c[0] == "hold"][-1] == ("hold", call_id, True)
+    assert platform.backend.calls[call_id].on_hold
     platform.dispatcher.complete_warm(record.id)
-    assert platform.backend.commands[-1] == ("hold", call_id, False)
+    assert platform.backend.commands[-1] == ("complete_consult", call_id, None)
+    assert not platform.backend.calls[call_id].on_hold
     assert platform.agent(a1).state == "wrap_up" and platform.agent(a2).state == "on_call"
     platform.free(a3)
     platform.dispatcher.transfer(tr.TransferRequest(call_id, a2, "queue", "queue", "billing", "escalate", "VIP"))
