@@ -169,9 +169,7 @@ class HardenedSIPClient(SIPClient):  # type: ignore[misc, valid-type]
             if self.NSD:
                 log.warning("SIP send failed: %s", exc.strerror or exc)
 
-    def send_response(
-        self, request: HardenedSIPMessage, code: int, reason: str | None = None, **kwargs: Any
-    ) -> bytes:
+    def send_response(self, request: HardenedSIPMessage, code: int, reason: str | None = None, **kwargs: Any) -> bytes:
         """Build a response with :func:`build_response` and send it to the request's source."""
         data = build_response(request, code, reason, **kwargs)
         self.send_to(data, response_destination(request))
@@ -241,9 +239,7 @@ class HardenedSIPClient(SIPClient):  # type: ignore[misc, valid-type]
             return
         method = message.method
         if method == "OPTIONS":
-            self.send_response(
-                message, 200, to_tag=new_tag(), headers=[f"Allow: {ALLOW}", "Accept: application/sdp"]
-            )
+            self.send_response(message, 200, to_tag=new_tag(), headers=[f"Allow: {ALLOW}", "Accept: application/sdp"])
         elif method in _HANDLED_BY_PHONE:
             if self.callCallback is None:
                 if method != "ACK":

@@ -295,9 +295,7 @@ class HardenedVoIPCall(VoIPCall):  # type: ignore[misc, valid-type]
         media = negotiate(response.body) if response.body.get("m") else None
         if media is None:
             self.final_status = 488
-            self.sip.send_to(
-                self.dialog.request("BYE", self.myIP, self.sip.myPort), self.dialog.destination()
-            )
+            self.sip.send_to(self.dialog.request("BYE", self.myIP, self.sip.myPort), self.dialog.destination())
             self._finish("failed:488")
             return
         self._make_rtp(media)
@@ -516,9 +514,7 @@ class HardenedVoIPPhone(VoIPPhone):  # type: ignore[misc, valid-type]
             self.calls[call_id] = call
         call.ringing()
         # The fix for defect 5: the handler runs now, not after a fixed 1 s timer.
-        threading.Thread(
-            target=self._run_handler, args=(call,), name=f"Call {call_id[:16]}", daemon=True
-        ).start()
+        threading.Thread(target=self._run_handler, args=(call,), name=f"Call {call_id[:16]}", daemon=True).start()
 
     def _run_handler(self, call: HardenedVoIPCall) -> None:
         try:

@@ -73,9 +73,7 @@ def negotiate(body: dict[str, Any]) -> NegotiatedAudio | None:
     return None
 
 
-def answer_body(
-    session_id: int, my_ip: str, rtp_port: int, media: NegotiatedAudio, mode: str = "sendrecv"
-) -> str:
+def answer_body(session_id: int, my_ip: str, rtp_port: int, media: NegotiatedAudio, mode: str = "sendrecv") -> str:
     """The SDP answer: only the chosen codec (+ telephone-event), as RFC 3264 asks."""
     pts = [str(media.audio_pt)] + ([str(media.event_pt)] if media.event_pt is not None else [])
     lines = [

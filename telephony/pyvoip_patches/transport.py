@@ -214,9 +214,7 @@ def contact_uri(value: str) -> str:
     return _contact_uri(value)
 
 
-def salvage_bad_request(
-    raw: bytes, source: tuple[str, int], reason: str
-) -> tuple[bytes, tuple[str, int]] | None:
+def salvage_bad_request(raw: bytes, source: tuple[str, int], reason: str) -> tuple[bytes, tuple[str, int]] | None:
     """A ``400 Bad Request`` for a request we could not parse, if enough of it is readable.
 
     Returns None when no response is possible (not a request, an ACK, or no Via/Call-ID/CSeq to
