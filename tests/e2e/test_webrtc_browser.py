@@ -325,7 +325,19 @@ def test_sipp_caller_browser_agents_audio_both_ways_warm_transfer(
         expect(agent2.locator("#answer")).to_be_visible(timeout=10_000)
         agent2.click("#answer")
         centre.log.wait_for(AgentAnswered, timeout=10, where=lambda e: e.agent_id == a2)
-        # Consultation (the caller waits on hold); the first agent completes the hand-over.
+        # Consultation: the two agents hear each other (agent02 hears agent01's voice) while the caller
+        # waits on hold music; then the first agent completes the hand-over.
+        agent2.wait_for_function("window.softphoneState.levels.remoteMax > 0.02", timeout=10_000)
+        tc_mono, tc_ms = time.monotonic(), agent2.evaluate("Date.now()")
+        time.sleep(4.0)
+        consulting = browser_envelope(agent2.evaluate("window.softphoneState.trace"), tc_ms + 500,
+                                      agent2.evaluate("Date.now()"))
+        assert max(consulting) > 0.02, "the consulted agent heard only silence"
+        assert best_segment_correlation(consulting, agent_env, length=30, step=5) > 0.5
+        held_in_consult = sink.envelope_between(tc_mono + 0.5, time.monotonic())
+        music_corr, agents_heard = best_correlation(held_in_consult, music_env), best_correlation(
+            held_in_consult, agent_env)
+        assert music_corr > 0.9 and music_corr > agents_heard + 0.15, (music_corr, agents_heard)
         expect(agent1.locator("#transfer-complete")).to_be_visible(timeout=10_000)
         agent1.click("#transfer-complete")
         agent2.wait_for_function("window.softphoneState.levels.remoteMax > 0.02", timeout=10_000)
