@@ -129,3 +129,46 @@ def test_backend_without_consult_keeps_hold_and_ring(db_sessions: sessionmaker[S
     assert platform.of(AgentAnswered)[-1].agent_id == a2
     platform.dispatcher.complete_warm(record.id)
     assert platform.backend.commands[-1] == ("hold", call_id, False)
+
+
+def last_command(backend: MemoryBackend) -> str:
+    return backend.commands[-1][0]
+
+
+def test_browser_wrapper_passes_the_consultation_through(settings: Any) -> None:
+    """``BrowserAgentBackend`` (a real, unstarted WebRTC gateway): a SIP-phone target is consulted on
+    the wrapped backend; a browser agent without a live session is not rung (AgentNoAnswer at once);
+    complete / cancel reach the wrapped backend; a wrapped backend without the power gets hold + ring."""
+    from callcentre.bus import EventBus
+    from telephony.webrtc.backend import BrowserAgentBackend
+    from telephony.webrtc.gateway import WebRtcGateway
+
+    inner = MemoryBackend()
+    wrapped = BrowserAgentBackend(inner, WebRtcGateway(settings.webrtc))
+    assert isinstance(wrapped, ConsultCapable)
+    bus = EventBus()
+    missed: list[AgentNoAnswer] = []
+    bus.subscribe(AgentNoAnswer, missed.append)
+    inner.start(bus)
+    wrapped.bus = bus
+    call_id = inner.place_call("5550001")
+    phone = AgentEndpoint(2, "sip:agent02@127.0.0.1:5070")
+    wrapped.consult(call_id, phone, 10)
+    assert inner.commands[-1] == ("consult", call_id, phone) and inner.calls[call_id].consulting
+    inner.agent_answers(call_id)
+    wrapped.complete_consult(call_id)
+    assert last_command(inner) == "complete_consult" and inner.calls[call_id].connected_agent == 2
+    wrapped.cancel_consult(call_id)
+    assert last_command(inner) == "cancel_consult"
+    wrapped.consult(call_id, AgentEndpoint(3, "browser"), 10)
+    assert [(e.call_id, e.agent_id) for e in missed] == [(call_id, 3)]
+
+    plain = HoldOnlyBackend()
+    plain_wrapped = BrowserAgentBackend(plain, WebRtcGateway(settings.webrtc))
+    plain.start(bus)
+    plain_wrapped.bus = bus
+    other = plain.place_call("5550002")
+    plain_wrapped.consult(other, phone, 10)
+    assert plain.commands[-2:] == [("hold", other, True), ("connect_agent", other, phone)]
+    plain_wrapped.cancel_consult(other)
+    assert plain.commands[-1] == ("hold", other, False)
