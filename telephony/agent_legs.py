@@ -249,13 +249,13 @@ class AgentLegs:
         if call is None:
             return
         with call.lock:
+            if call.consult is not None:
+                return  # consulting: the caller is already held; complete or cancel ends it
             call.on_hold = on
             agent = call.agent
             caller_media = call.leg.media
             if caller_media is None:
                 return
-            if call.consult is not None:
-                return  # consulting: the caller is already held; complete or cancel ends it
             if agent is None or not agent.answered or agent.leg.media is None:
                 caller_media.set_background(self._music(caller_media.payload_type) if on else None)
                 return

@@ -4,7 +4,9 @@ It implements the same interface as the SIP, Asterisk and Twilio backends, so th
 router and console run unchanged in unit tests, the simulator and ``callcentre demo``. Test code
 plays the caller (``place_call``, ``press``, ``speak``, ``silence``, ``caller_hangs_up``) and the
 agent's phone (``agent_answers``, ``agent_rejects``); everything the platform asked of the backend
-is kept in ``performed`` and ``commands`` for inspection.
+is kept in ``performed`` and ``commands`` for inspection. It can consult (warm transfer,
+:class:`telephony.base.ConsultCapable`): while ``consulting``, ``agent_answers`` connects the second
+agent to the first (``consulted_agent``) and the caller stays ``on_hold``.
 """
 
 from __future__ import annotations
