@@ -1,6 +1,6 @@
 """Warm transfer on the embedded SIP endpoint, through the dispatcher, with real peers.
 
-sipp is the caller (IVR by RFC 2833, then the shipped G.711 speech pcap); two headless baresip
+sipp is the caller (IVR by RFC 2833, then a looping 500 Hz pattern as its voice); two headless baresip
 softphones are the agents, each "speaking" its own tone (A 1400 Hz, B 2000 Hz, far from the hold
 music's 392–660 Hz chords). The caller's RTP goes to a sink that keeps the audio, so what the caller
 hears is checked by frequency: hold music during the consultation, then B's tone after completing,
@@ -13,6 +13,7 @@ import audioop
 import math
 import socket
 import struct
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from tests.integration.sip_fixtures import (
     start_platform,
     workdir,
 )
+from tests.peers import require_binary
 from tests.sipp import SippRun, render_scenario
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -134,6 +136,25 @@ class CallerEar:
             self._thread.join(timeout=2)
 
 
+def caller_scenario(work: Path) -> Path:
+    """The agent_call scenario, but the caller talks (a 500 Hz pattern, μ-law) for as long as the call
+    lasts (sipp ``rtp_stream`` looping) instead of the 7 s speech pcap, so every phase has caller audio."""
+    sox = require_binary("sox")
+    pcm = b""
+    while len(pcm) < 4 * 16000:
+        pcm += tone_linear16((500.0,), 0.6, 0.3) + bytes(3200)
+    linear = work / "caller_linear.wav"
+    write_wav_linear16(linear, pcm)
+    voice = work / "caller_voice.wav"
+    subprocess.run([sox, str(linear), "-e", "u-law", str(voice)], check=True, timeout=30)
+    scenario = render_scenario("agent_call.xml", work, digits="2", first_pause_ms=800)
+    text = scenario.read_text()
+    pcap = 'play_pcap_audio="/usr/share/sip-tester/g711a.pcap"'
+    assert pcap in text
+    scenario.write_text(text.replace(pcap, f'rtp_stream="{voice},-1,0"'))
+    return scenario
+
+
 def seed_two_agents(settings: Settings, first: str, second: str) -> tuple[int, int]:
     """Agent A available (the router gives them the call), agent B Not Ready until the transfer."""
     engine = make_engine(settings.database.url)
@@ -185,8 +206,7 @@ def consult(sip_settings: Settings, tmp_path: Path, finish: str) -> None:
         running = start_platform(sip_settings)
         ear = CallerEar().start()
         work = workdir(tmp_path, "caller")
-        # The caller's speech pcap (7 s) starts 2.5 s after the IVR digit, so it overlaps the transfer.
-        scenario = render_scenario("agent_call.xml", work, digits="2", first_pause_ms=800, gap_ms=2500)
+        scenario = caller_scenario(work)
         run = SippRun(scenario, running.target, work, variables={"sinkport": str(ear.port), "caller": CALLER_KNOWN},
                       timeout_s=45).start()
         try:
@@ -221,6 +241,7 @@ def consult(sip_settings: Settings, tmp_path: Path, finish: str) -> None:
             time.sleep(0.5)  # the last relayed agent frames already in flight to the caller
             t1 = time.monotonic()
             relayed = (media_a.stats.relayed, media_b.stats.relayed, caller_media.stats.relayed)
+            caller_loud = caller_media.stats.received_loud
             time.sleep(2.0)
             # A and B hear each other: each leg's audio (their tones) is relayed into the other leg
             assert media_a.stats.relayed - relayed[0] > 40 and media_b.stats.relayed - relayed[1] > 40
@@ -228,7 +249,8 @@ def consult(sip_settings: Settings, tmp_path: Path, finish: str) -> None:
             # ... and the caller hears the hold music, not the agents; their own audio goes nowhere
             consulting = ear.heard(t1)
             assert consulting["loud"] > 20 and consulting["A"] == 0 and consulting["B"] == 0, consulting
-            assert caller_media.stats.relayed == relayed[2]
+            assert caller_media.stats.received_loud > caller_loud  # the caller talks on hold ...
+            assert caller_media.stats.relayed == relayed[2]  # ... and no agent hears it
 
             if finish == "complete":
                 dispatcher.complete_warm(record.id)
