@@ -4,7 +4,9 @@ sipp is the caller (IVR by RFC 2833, then a looping 500 Hz pattern as its voice)
 softphones are the agents, each "speaking" its own tone (A 1400 Hz, B 2000 Hz, far from the hold
 music's 392–660 Hz chords). The caller's RTP goes to a sink that keeps the audio, so what the caller
 hears is checked by frequency: hold music during the consultation, then B's tone after completing,
-or A's tone again after returning. Between the agents, our relay counters show audio both ways.
+or A's tone again after returning. Between the agents, our relay counters show audio both ways,
+and each softphone's own dump of what it decoded (baresip's ``sndfile`` module) holds the other
+agent's tone — which can only have reached it during the consultation.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from tests.sipp import SippRun, render_scenario
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
-TONE_A, TONE_B = 1400.0, 2000.0
+TONE_CALLER, TONE_A, TONE_B = 500.0, 1400.0, 2000.0
 
 
 class ToneAgent(Baresip):
@@ -52,10 +54,34 @@ class ToneAgent(Baresip):
 
     def _write_config(self) -> None:
         super()._write_config()
+        # sndfile: baresip dumps what it hears (decoded RX, "-dec.wav") and says ("-enc.wav") per call.
+        (self.workdir / "dump").mkdir(exist_ok=True)
+        config = self.workdir / "config"
+        config.write_text(config.read_text() + f"module\t\t\tsndfile.so\nsnd_path\t\t{self.workdir / 'dump'}\n")
         pcm = bytes(8000)
         while len(pcm) < 30 * 16000:
             pcm += tone_linear16((self.tone,), 0.8, 0.3) + bytes(3200)
         write_wav_linear16(self.workdir / "agent_voice.wav", pcm)
+
+
+def heard_by(agent: Baresip) -> dict[str, int]:
+    """20 ms frames of each voice in what the softphone decoded from its RTP over the whole call
+    (baresip's sndfile dump): the caller (500 Hz), agent A (1400 Hz), agent B (2000 Hz)."""
+    dumps = sorted((agent.workdir / "dump").glob("dump-*-dec.wav"))
+    assert dumps, f"baresip {agent.user} dumped no received audio"
+    data = dumps[-1].read_bytes()
+    channels, rate, bits = struct.unpack("<HIxxxxxxH", data[22:36])
+    assert (channels, rate, bits) == (1, 8000, 16), (channels, rate, bits)
+    pcm = data[data.index(b"data") + 8 :]
+    counts = {"caller": 0, "A": 0, "B": 0}
+    for i in range(0, len(pcm) - 320 + 1, 320):
+        frame = pcm[i : i + 320]
+        if audioop.rms(frame, 2) <= 300:
+            continue
+        for name, freq in (("caller", TONE_CALLER), ("A", TONE_A), ("B", TONE_B)):
+            if tone_share(frame, freq) > 0.5:
+                counts[name] += 1
+    return counts
 
 
 def tone_agent(path: Path, user: str, tone: float, answermode: str = "auto") -> ToneAgent:
@@ -142,7 +168,7 @@ def caller_scenario(work: Path) -> Path:
     sox = require_binary("sox")
     pcm = b""
     while len(pcm) < 4 * 16000:
-        pcm += tone_linear16((500.0,), 0.6, 0.3) + bytes(3200)
+        pcm += tone_linear16((TONE_CALLER,), 0.6, 0.3) + bytes(3200)
     linear = work / "caller_linear.wav"
     write_wav_linear16(linear, pcm)
     voice = work / "caller_voice.wav"
@@ -274,10 +300,20 @@ def consult(sip_settings: Settings, tmp_path: Path, finish: str) -> None:
 
             backend.hangup(call_id)
             assert run.wait(20) == 0, run.errors()
+            (second if finish == "complete" else first).wait_event("CALL_CLOSED", timeout=5)
         finally:
             run.stop()
             ear.stop()
             running.platform.stop()
+    # What the softphones themselves heard: the agents each other (only possible while consulting),
+    # and the caller only the agent who had them.
+    at_a, at_b = heard_by(first), heard_by(second)
+    assert at_a["B"] > 25 and at_b["A"] > 25, (at_a, at_b)
+    assert at_a["caller"] > 5, at_a  # before the transfer (and after returning, below)
+    if finish == "complete":
+        assert at_b["caller"] > 25, at_b
+    else:
+        assert at_b["caller"] == 0 and at_a["caller"] > 25, (at_a, at_b)
     shown = calls_show(sip_settings, call_id)
     legs = {s["agent_id"]: s for s in shown["segments"]}
     assert legs[a_id]["started_at"] is not None and legs[b_id]["started_at"] is not None
