@@ -401,8 +401,9 @@ class Dispatcher:
         won: list[tuple[reservations.Offer, Decision, str]] = []
         with self._lock:
             with self.sessions() as session:
-                tasks = self._tasks(session, now)
-                agents = self._agents(session) if tasks else []
+                # Agents first: when nobody is free (a busy centre) the waiting calls need not be read.
+                agents = self._agents(session)
+                tasks = self._tasks(session, now) if agents else []
                 one_transaction = session.get_bind().dialect.name == "sqlite"
                 session.rollback()
             if not tasks or not agents:
