@@ -102,6 +102,21 @@ def test_consulted_agent_not_answering_leaves_the_caller_with_the_first_agent(pl
     assert platform.agent(a3).state == "available"
 
 
+def test_consultation_timing_out_on_the_tick_also_keeps_the_caller(platform: Platform) -> None:
+    """The backend never reported (no AgentNoAnswer): the reservation expires on the dispatcher's tick."""
+    call_id, a1, a2, a3 = _connected_to_first(platform)
+    _warm(platform, call_id, a1, a2)
+    platform.free(a3)
+    platform.clock.advance(16)  # ring_seconds is 15 in the fixture
+    platform.dispatcher.tick()
+    with platform.sessions() as s:
+        entry = s.scalars(select(QueueEntry).where(QueueEntry.call_id == call_id)).one()
+        assert entry.status == "connected" and rsv.active_reservation(s, call_id) is None
+    assert platform.agent(a2).state == "available" and platform.agent(a3).state == "available"
+    rung = [c[2] for c in platform.backend.commands if c[0] == "connect_agent"]
+    assert AgentEndpoint(a3, "sip:d2@127.0.0.1") not in rung  # nobody else is offered the caller
+
+
 class HoldOnlyBackend:
     """The memory backend with consultation left out, as a backend without the power looks."""
 
