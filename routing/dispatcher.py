@@ -65,7 +65,7 @@ from routing import history, reservations, transfers
 from routing import queue_experience as qx
 from routing.router import AgentView, Decision, Router, Task
 from routing.skills import QueuePolicy, RelaxationStep, check_requirements, parse_requirements
-from telephony.base import AgentEndpoint, ConsultCapable, TelephonyBackend
+from telephony.base import AgentEndpoint, TelephonyBackend, can_consult
 
 log = logging.getLogger(__name__)
 
@@ -451,7 +451,7 @@ class Dispatcher:
         self.bus.publish(AgentStateChanged(offer.agent_id, AgentState.RINGING.value, at=offer.offered_at))
         self.bus.publish(CallOffered(offer.call_id, offer.agent_id, why=why))
         ring = self.config.policy.ring_seconds
-        if consult and isinstance(self.backend, ConsultCapable):
+        if consult and can_consult(self.backend):
             self.backend.consult(offer.call_id, endpoint, ring)
         elif offer.callback_number is None:
             self.backend.connect_agent(offer.call_id, endpoint, ring)
@@ -734,7 +734,7 @@ class Dispatcher:
                     record.note,
                 )
             )
-            consult = record.kind == "warm" and isinstance(self.backend, ConsultCapable)
+            consult = record.kind == "warm" and can_consult(self.backend)
             if record.kind == "warm" and not consult:
                 self.backend.hold(request.call_id, True)
             if offer is not None:
@@ -750,7 +750,7 @@ class Dispatcher:
         with self._lock, session_scope(self.sessions) as session:
             record = transfers.complete_warm(session, transfer_id, now=self.clock())
             call_id = record.call_id
-        if isinstance(self.backend, ConsultCapable):
+        if can_consult(self.backend):
             self.backend.complete_consult(call_id)  # caller ↔ consulted agent; the first agent's leg ends
         else:
             self.backend.hold(call_id, False)
@@ -759,7 +759,7 @@ class Dispatcher:
         with self._lock, session_scope(self.sessions) as session:
             record = transfers.return_warm(session, transfer_id, now=self.clock())
             call_id = record.call_id
-        if isinstance(self.backend, ConsultCapable):
+        if can_consult(self.backend):
             self.backend.cancel_consult(call_id)  # the consulted leg ends; caller ↔ first agent again
         else:
             self.backend.hold(call_id, False)

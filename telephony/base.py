@@ -9,7 +9,7 @@ router decide, the backend carries out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeGuard, runtime_checkable
 
 from callcentre.bus import EventBus
 from ivr.actions import Action
@@ -61,6 +61,16 @@ class ConsultCapable(Protocol):
 
     def cancel_consult(self, call_id: str) -> None:
         """End the consulted agent's leg (ringing or talking) and bridge the caller to the first agent."""
+
+
+CONSULT_METHODS = ("consult", "complete_consult", "cancel_consult")
+
+
+def can_consult(backend: object) -> TypeGuard[ConsultCapable]:
+    """Whether ``backend`` offers consultation. Looked up dynamically (not ``isinstance``) so a wrapper that
+    forwards attributes to the backend it wraps (``telephony.wrapper``) counts on every Python version:
+    from 3.12 protocol checks use static look-ups that do not see ``__getattr__``."""
+    return all(callable(getattr(backend, name, None)) for name in CONSULT_METHODS)
 
 
 def make_backend_name_error(name: str, allowed: list[str]) -> ValueError:

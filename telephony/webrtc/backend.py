@@ -15,7 +15,7 @@ from callcentre.bus import EventBus
 from callcentre.domain.events import AgentAnswered, AgentNoAnswer, CallEnded
 from callcentre.settings import Settings
 from ivr.actions import Action
-from telephony.base import AgentEndpoint, ConsultCapable, TelephonyBackend
+from telephony.base import AgentEndpoint, TelephonyBackend, can_consult
 from telephony.webrtc.gateway import WebRtcGateway
 
 BROWSER = "browser"
@@ -97,20 +97,20 @@ class BrowserAgentBackend:
             if self.bus is not None:
                 self.bus.publish(AgentNoAnswer(call_id, agent_id=agent.agent_id))
             return
-        if isinstance(self.inner, ConsultCapable):
+        if can_consult(self.inner):
             self.inner.consult(call_id, target, ring_seconds)
         else:  # the wrapped backend cannot consult: the old hold-and-ring
             self.inner.hold(call_id, True)
             self.inner.connect_agent(call_id, target, ring_seconds)
 
     def complete_consult(self, call_id: str) -> None:
-        if isinstance(self.inner, ConsultCapable):
+        if can_consult(self.inner):
             self.inner.complete_consult(call_id)
         else:
             self.inner.hold(call_id, False)
 
     def cancel_consult(self, call_id: str) -> None:
-        if isinstance(self.inner, ConsultCapable):
+        if can_consult(self.inner):
             self.inner.cancel_consult(call_id)
         else:
             self.inner.hold(call_id, False)

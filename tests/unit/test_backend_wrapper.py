@@ -36,3 +36,22 @@ def test_commands_pass_through_and_extras_are_reachable() -> None:
     assert wrapped.performed == 1
     assert inner.calls[call_id].ended and inner.calls[call_id].on_hold
     assert [c[0] for c in inner.commands] == ["connect_agent", "hold"]
+
+
+def test_consultation_is_seen_through_a_wrapper_and_not_invented() -> None:
+    from telephony.base import can_consult
+
+    class NoConsult:
+        name = "plain"
+
+        def start(self, bus: EventBus) -> None: ...
+        def stop(self) -> None: ...
+        def perform(self, call_id: str, action: object) -> None: ...
+        def connect_agent(self, call_id: str, agent: AgentEndpoint, ring_seconds: float) -> None: ...
+        def hold(self, call_id: str, on: bool) -> None: ...
+        def hangup(self, call_id: str) -> None: ...
+
+    assert can_consult(MemoryBackend())
+    assert can_consult(BackendWrapper(MemoryBackend()))
+    assert not can_consult(NoConsult())
+    assert not can_consult(BackendWrapper(NoConsult()))  # type: ignore[arg-type]
