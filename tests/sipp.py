@@ -83,22 +83,24 @@ class RtpSink:
                 continue
             except OSError:
                 return
-            now = time.monotonic()
-            if len(data) < 12:
-                continue
-            pt = data[1] & 0x7F
-            ssrc = struct.unpack("!I", data[8:12])[0]
-            self.packets += 1
-            self.payload_types.add(pt)
-            last = self._last.get(ssrc)
-            if last is not None and len(self.intervals_ms) < self.keep_intervals:
-                self.intervals_ms.append((now - last) * 1000)
-            self._last[ssrc] = now
-            payload = data[12:]
-            if pt in (0, 8) and payload:
-                lin = audioop.ulaw2lin(payload, 2) if pt == 0 else audioop.alaw2lin(payload, 2)
-                if audioop.rms(lin, 2) > 300:
-                    self.loud_frames += 1
+            if len(data) >= 12:
+                self.on_packet(data, time.monotonic())
+
+    def on_packet(self, data: bytes, now: float) -> None:
+        """One RTP packet (header included); subclasses keep what their test needs."""
+        pt = data[1] & 0x7F
+        ssrc = struct.unpack("!I", data[8:12])[0]
+        self.packets += 1
+        self.payload_types.add(pt)
+        last = self._last.get(ssrc)
+        if last is not None and len(self.intervals_ms) < self.keep_intervals:
+            self.intervals_ms.append((now - last) * 1000)
+        self._last[ssrc] = now
+        payload = data[12:]
+        if pt in (0, 8) and payload:
+            lin = audioop.ulaw2lin(payload, 2) if pt == 0 else audioop.alaw2lin(payload, 2)
+            if audioop.rms(lin, 2) > 300:
+                self.loud_frames += 1
 
     @property
     def streams(self) -> int:

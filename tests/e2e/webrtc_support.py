@@ -8,7 +8,6 @@ import audioop
 import math
 import subprocess
 import threading
-import time
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,23 +88,15 @@ class RecordingSink(RtpSink):
     """RFC 4733 telephone-events received: (RTP timestamp, event code)."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _run(self) -> None:
-        assert self._sock is not None
-        while self._running:
-            try:
-                data = self._sock.recv(2048)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if len(data) >= 16 and data[1] & 0x7F == 101:
-                with self._lock:
-                    self.events.append((int.from_bytes(data[4:8], "big"), data[12]))
-                continue
-            if len(data) > 12 and data[1] & 0x7F == 0:
-                with self._lock:
-                    self.frames.append((time.monotonic(), data[12:]))
-                self.packets += 1
+    def on_packet(self, data: bytes, now: float) -> None:
+        if len(data) >= 16 and data[1] & 0x7F == 101:
+            with self._lock:
+                self.events.append((int.from_bytes(data[4:8], "big"), data[12]))
+            return
+        if len(data) > 12 and data[1] & 0x7F == 0:
+            with self._lock:
+                self.frames.append((now, data[12:]))
+            self.packets += 1
 
     def digits(self) -> str:
         """One key per event (all packets of an event share its timestamp)."""

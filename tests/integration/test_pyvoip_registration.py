@@ -52,22 +52,33 @@ def finals(dialogues: list[Dialogue]) -> dict[int | None, int]:
     return counts
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_stock_registration_refresh_loses_calls(slow_registrar: Kamailio) -> None:
+def _stock_refresh_run(registrar: Kamailio) -> tuple[Any, dict[int, int], int]:
     dialogues: list[Dialogue] = []
-    with stock_phone(answer_briefly, slow_registrar, expires=6) as phone, raw_peer() as caller:
+    with stock_phone(answer_briefly, registrar, expires=6) as phone, raw_peer() as caller:
         deadline = time.monotonic() + 8
         while time.monotonic() < deadline and phone.get_status() != _voip.PhoneStatus.FAILED:
-            dialogues.append(caller.invite("1000", slow_registrar.address, rtp_port=41000 + 2 * len(dialogues)))
+            dialogues.append(caller.invite("1000", registrar.address, rtp_port=41000 + 2 * len(dialogues)))
             time.sleep(1 / RATE)
         # a few more calls after the phone gave up
         for _ in range(5):
-            dialogues.append(caller.invite("1000", slow_registrar.address, rtp_port=41000 + 2 * len(dialogues)))
+            dialogues.append(caller.invite("1000", registrar.address, rtp_port=41000 + 2 * len(dialogues)))
         time.sleep(2.5)
-        status = phone.get_status()
-        counts = finals(dialogues)
-    assert status == _voip.PhoneStatus.FAILED, counts
-    assert counts.get(200, 0) < len(dialogues)
+        return phone.get_status(), finals(dialogues), len(dialogues)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_stock_registration_refresh_loses_calls(slow_registrar: Kamailio) -> None:
+    """Stock 1.6.8 re-registers every second here while INVITEs arrive at 20/s; an INVITE that lands in
+    the 200 ms the registrar takes to answer is read by the registration code and lost, and the phone
+    goes FAILED. That is a race, so the scenario is run up to three times (bounded) and the defect must
+    show in at least one run; the hardened test below never loses a call in the same scenario."""
+    runs = []
+    for _ in range(3):
+        status, counts, sent = _stock_refresh_run(slow_registrar)
+        runs.append((status, counts, sent))
+        if status == _voip.PhoneStatus.FAILED and counts.get(200, 0) < sent:
+            return
+    raise AssertionError(f"stock pyVoIP never lost a call or failed in {len(runs)} runs: {runs}")
 
 
 def test_hardened_registration_refresh_keeps_every_call(slow_registrar: Kamailio) -> None:

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import audioop
 import math
-import socket
 import struct
 import subprocess
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +38,7 @@ from tests.integration.sip_fixtures import (
     workdir,
 )
 from tests.peers import require_binary
-from tests.sipp import SippRun, render_scenario
+from tests.sipp import RtpSink, SippRun, render_scenario
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
@@ -106,38 +104,16 @@ def tone_share(pcm: bytes, freq: float) -> float:
 
 
 @dataclass
-class CallerEar:
+class CallerEar(RtpSink):
     """The caller's RTP sink: keeps every audio frame with its arrival time."""
 
-    port: int = 0
     frames: list[tuple[float, bytes]] = field(default_factory=list)
-    _sock: socket.socket | None = None
-    _running: bool = False
-    _thread: threading.Thread | None = None
 
-    def start(self) -> CallerEar:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.settimeout(0.2)
-        self.port = self._sock.getsockname()[1]
-        self._running = True
-        self._thread = threading.Thread(target=self._run, name="caller-ear", daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        assert self._sock is not None
-        while self._running:
-            try:
-                data = self._sock.recv(2048)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if len(data) > 12 and data[1] & 0x7F in (0, 8):
-                payload = data[12:]
-                pcm = audioop.ulaw2lin(payload, 2) if data[1] & 0x7F == 0 else audioop.alaw2lin(payload, 2)
-                self.frames.append((time.monotonic(), pcm))
+    def on_packet(self, data: bytes, now: float) -> None:
+        if len(data) > 12 and data[1] & 0x7F in (0, 8):
+            payload = data[12:]
+            pcm = audioop.ulaw2lin(payload, 2) if data[1] & 0x7F == 0 else audioop.alaw2lin(payload, 2)
+            self.frames.append((now, pcm))
 
     def heard(self, since: float, until: float | None = None) -> dict[str, int]:
         """Frames since ``since`` that were agent A's tone, agent B's tone, or loud anything."""
@@ -153,13 +129,6 @@ class CallerEar:
                 elif tone_share(pcm, TONE_B) > 0.5:
                     counts["B"] += 1
         return counts
-
-    def stop(self) -> None:
-        self._running = False
-        if self._sock is not None:
-            self._sock.close()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
 
 
 def caller_scenario(work: Path) -> Path:
