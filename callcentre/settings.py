@@ -46,7 +46,6 @@ class HttpSettings:
 
 @dataclass(frozen=True)
 class SipSettings:
-    enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 5060
     rtp_port_low: int = 10000
@@ -66,7 +65,6 @@ class IvrSettings:
     """Path of the flow YAML; empty means the shipped ``ivr/flows/default.yaml``."""
     prompts_dir: str = ""
     """Directory of prompt WAVs; empty means the shipped ``ivr/prompts``."""
-    timezone: str = "UTC"
 
 
 @dataclass(frozen=True)

@@ -191,6 +191,11 @@ class AgentLegs:
     def _agent_ring_timeout(self, agent: AgentLeg) -> None:
         if agent.answered or agent.failed:
             return
+        self._send_cancel(agent)
+        self._agent_failed(agent)
+
+    def _send_cancel(self, agent: AgentLeg) -> None:
+        """CANCEL our ringing INVITE to the agent (same branch as the INVITE, RFC 3261 §9.1)."""
         via, _ = self._via(agent.branch)
         leg = agent.leg
         cancel = "\r\n".join([
@@ -199,7 +204,6 @@ class AgentLegs:
             "CSeq: 1 CANCEL", "Content-Length: 0",
         ]) + "\r\n\r\n"
         self._send(cancel.encode(), leg.remote)
-        self._agent_failed(agent)
 
     def _agent_failed(self, agent: AgentLeg) -> None:
         if agent.failed:
@@ -314,14 +318,7 @@ class AgentLegs:
             self._send_in_dialog(agent.leg, "BYE")
         else:
             agent.failed = True
-            via, _ = self._via(agent.branch)
-            leg = agent.leg
-            cancel = "\r\n".join([
-                f"CANCEL {leg.remote_uri} SIP/2.0", via, "Max-Forwards: 70",
-                f"From: {leg.local_header}", f"To: {leg.remote_header}", f"Call-ID: {leg.sip_call_id}",
-                "CSeq: 1 CANCEL", "Content-Length: 0",
-            ]) + "\r\n\r\n"
-            self._send(cancel.encode(), leg.remote)
+            self._send_cancel(agent)
         if agent.leg.media is not None:
             agent.leg.media.close()
             agent.leg.media = None
