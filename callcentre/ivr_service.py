@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from callcentre.bus import EventBus
+from callcentre.caller_input import CALLER_INPUT_EVENTS, CallerInputEvent, ivr_input
 from callcentre.db.base import utcnow
 from callcentre.db.models import Call, CallContextItem, Queue
 from callcentre.db.session import session_scope
@@ -28,13 +29,10 @@ from callcentre.domain.events import (
     CallEnded,
     CallHungUp,
     CallQueued,
-    DigitsReceived,
-    InputTimedOut,
-    SpeechHeard,
 )
 from ivr.actions import Action, Enqueue, Hangup, RequestCallback, Transfer
 from ivr.engine import IvrEngine
-from ivr.state import CallInfo, DigitsInput, IvrInput, IvrState, NoInput, SpeechInput
+from ivr.state import CallInfo, IvrInput, IvrState
 from telephony.base import TelephonyBackend
 
 log = logging.getLogger(__name__)
@@ -63,9 +61,8 @@ class IvrService:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         bus.subscribe(CallArrived, self.on_arrived)
-        bus.subscribe(DigitsReceived, self.on_digits)
-        bus.subscribe(SpeechHeard, self.on_speech)
-        bus.subscribe(InputTimedOut, self.on_timeout)
+        for kind in CALLER_INPUT_EVENTS:
+            bus.subscribe(kind, self.on_input)
         bus.subscribe(CallHungUp, self.on_hung_up)
 
     # -- queries --------------------------------------------------------------------------------
@@ -102,14 +99,8 @@ class IvrService:
             after = self._settle(session, call, state, action)
         self._deliver(event.call_id, action, after)
 
-    def on_digits(self, event: DigitsReceived) -> None:
-        self._input(event.call_id, DigitsInput(event.digits))
-
-    def on_speech(self, event: SpeechHeard) -> None:
-        self._input(event.call_id, SpeechInput(event.text, event.confidence))
-
-    def on_timeout(self, event: InputTimedOut) -> None:
-        self._input(event.call_id, NoInput())
+    def on_input(self, event: CallerInputEvent) -> None:
+        self._input(event.call_id, ivr_input(event))
 
     def on_hung_up(self, event: CallHungUp) -> None:
         """A caller who hangs up in the IVR abandoned there; keep what they told us."""

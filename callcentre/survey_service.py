@@ -25,13 +25,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from callcentre.bus import EventBus
+from callcentre.caller_input import CALLER_INPUT_EVENTS, CallerInputEvent, ivr_input
 from callcentre.db.models import Call, CallbackTask, CallSegment, SupervisorAlert, SurveyResponse
 from callcentre.db.session import session_scope
-from callcentre.domain.events import CallHungUp, DigitsReceived, InputTimedOut, SpeechHeard
+from callcentre.domain.events import CallHungUp
 from ivr.actions import Action, Hangup
 from ivr.engine import IvrEngine, NoCustomers
 from ivr.flow import Flow, load_flow
-from ivr.state import CallInfo, DigitsInput, IvrInput, IvrState, NoInput, SpeechInput
+from ivr.state import CallInfo, IvrInput, IvrState
 from ivr.survey import COMMENT_STEP, SURVEY_FLOW_PATH, SurveyPolicy, answers_from, is_low, should_offer
 from telephony.base import TelephonyBackend
 
@@ -74,9 +75,8 @@ class SurveyService:
         self._running: dict[str, _Running] = {}
         self._lock = threading.RLock()
         bus.subscribe(CallHungUp, self.on_hung_up)
-        bus.subscribe(DigitsReceived, self.on_digits)
-        bus.subscribe(SpeechHeard, self.on_speech)
-        bus.subscribe(InputTimedOut, self.on_timeout)
+        for kind in CALLER_INPUT_EVENTS:
+            bus.subscribe(kind, self.on_input)
 
     def in_survey(self, call_id: str) -> bool:
         with self._lock:
@@ -94,14 +94,8 @@ class SurveyService:
         if event.by == "agent" and self.enabled:
             self._offer(event.call_id, event.at)
 
-    def on_digits(self, event: DigitsReceived) -> None:
-        self._input(event.call_id, DigitsInput(event.digits))
-
-    def on_speech(self, event: SpeechHeard) -> None:
-        self._input(event.call_id, SpeechInput(event.text, event.confidence))
-
-    def on_timeout(self, event: InputTimedOut) -> None:
-        self._input(event.call_id, NoInput())
+    def on_input(self, event: CallerInputEvent) -> None:
+        self._input(event.call_id, ivr_input(event))
 
     # -- internals ------------------------------------------------------------------------------
 
