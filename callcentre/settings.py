@@ -57,6 +57,9 @@ class SipSettings:
     password: str = field(default="", metadata=SECRET)
     numbers: str = "1000"
     """Comma-separated dialled numbers that reach the IVR; anything else gets 404."""
+    outbound_proxy: str = ""
+    """``host:port`` where calls to customers (callbacks) are sent as ``sip:NUMBER@host:port``, e.g. a
+    kamailio or a carrier trunk; empty: the registrar in ``registered`` mode, else callbacks cannot dial."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,12 @@ class RoutingSettings:
     """Offer a callback (keeping the caller's place) once the reliable estimated wait exceeds this."""
     tick_seconds: float = 1.0
     """How often reservation timeouts and announcements are checked."""
+    callback_ring_seconds: float = 30.0
+    """How long the customer's phone rings when the platform calls them back."""
+    callback_max_attempts: int = 3
+    """Callback dialling attempts before the request is given up (and shown to supervisors)."""
+    callback_retry_seconds: float = 300.0
+    """Wait before dialling an unanswered callback again; the caller's place is kept meanwhile."""
 
 
 @dataclass(frozen=True)

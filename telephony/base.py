@@ -66,6 +66,31 @@ class ConsultCapable(Protocol):
 CONSULT_METHODS = ("consult", "complete_consult", "cancel_consult")
 
 
+@runtime_checkable
+class CallbackCapable(Protocol):
+    """Optional backend power: call a customer back for an agent reserved for them (the caller chose a
+    callback and hung up, keeping their place).
+
+    Agent first, as a preview dialler does: the agent is rung for ``ring_seconds``. No answer →
+    ``AgentNoAnswer(call_id, agent_id)`` (the place is kept, exactly as for a live caller). Answer →
+    ``AgentAnswered(call_id, agent_id)`` at once (the agent is on the call and sees the screen pop), then
+    the backend dials ``number`` for ``customer_ring_seconds`` while the agent hears ringback. The customer
+    answers → the two are bridged and ``CallbackAnswered(call_id, agent_id)`` is published; from then on
+    the call is like any connected call (``hold``, ``hangup``, transfers, ``CallHungUp`` when either side
+    hangs up). The customer does not answer, is busy, rejects or cannot be reached → the backend ends the
+    agent's leg and publishes ``CallbackUnanswered(call_id, agent_id, reason)``; it never publishes
+    ``CallHungUp`` for that attempt. The number is customer data: never log it."""
+
+    def call_back(
+        self, call_id: str, number: str, agent: AgentEndpoint, ring_seconds: float, customer_ring_seconds: float
+    ) -> None: ...
+
+
+def can_call_back(backend: object) -> TypeGuard[CallbackCapable]:
+    """Whether ``backend`` can dial callbacks (dynamic look-up, for the same reason as :func:`can_consult`)."""
+    return callable(getattr(backend, "call_back", None))
+
+
 def can_consult(backend: object) -> TypeGuard[ConsultCapable]:
     """Whether ``backend`` offers consultation. Looked up dynamically (not ``isinstance``) so a wrapper that
     forwards attributes to the backend it wraps (``telephony.wrapper``) counts on every Python version:

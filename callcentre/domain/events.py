@@ -104,6 +104,24 @@ class CallbackRequested(Event):
 
 
 @dataclass(frozen=True)
+class CallbackAnswered(Event):
+    """The customer picked up a callback the platform dialled for an agent who had already answered;
+    the two are now bridged and the call goes on like any connected call (``CallHungUp`` ends it)."""
+
+    agent_id: int
+
+
+@dataclass(frozen=True)
+class CallbackUnanswered(Event):
+    """The platform dialled a customer back for an agent who had answered, and the customer did not
+    pick up. The backend has already ended the agent's leg; the dispatcher decides on a retry."""
+
+    agent_id: int
+    reason: str
+    """``no-answer`` (rang out), ``busy``, ``rejected`` or ``failed`` (unreachable, bad number, network)."""
+
+
+@dataclass(frozen=True)
 class CallEnded(Event):
     outcome: str
     at_step: str = ""
