@@ -8,12 +8,17 @@ Event → work (the pipeline, in one table at :meth:`Dispatcher.subscribe`):
 * ``AgentNoAnswer``   → the call goes back to its ORIGINAL place; M misses in a row → agent Not Ready
 * ``CallHungUp``      → a waiting caller leaves (unless they chose a callback), a ringing agent is freed
 * ``DigitsReceived``  → the callback key of a queued caller: they hang up and keep their place
+* ``CallbackAnswered`` → the customer picked up a callback: the agent's leg starts, the call is answered
+* ``CallbackUnanswered`` → the customer did not: agent to wrap-up; the entry retries later from its
+  ORIGINAL place, or after ``callback_max_attempts`` diallings it is given up (``callback_failed``)
 * :meth:`tick` (every second from :meth:`start`'s thread, or by hand in tests): expire reservations
   whose agent never answered, periodic announcements, dispatch
 
 Dispatch reads waiting calls and available agents, asks the pure :class:`routing.router.Router` for
 decisions, and makes each one a reservation in its own transaction; only a reservation that was won
-rings a phone (``backend.connect_agent``), so several dispatcher processes can share a database.
+rings a phone (``backend.connect_agent``, or ``backend.call_back`` for a caller who chose a callback:
+agent first, then the customer — :class:`telephony.base.CallbackCapable`), so several dispatcher
+processes can share a database.
 ``Call.route_why`` gets the decision's explanation. Logs carry call and agent ids only.
 """
 
@@ -25,7 +30,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
@@ -51,40 +56,28 @@ from callcentre.domain.events import (
     AgentAnswered,
     AgentNoAnswer,
     AgentStateChanged,
+    CallbackAnswered,
     CallbackRequested,
+    CallbackUnanswered,
     CallEnded,
     CallHungUp,
     CallOffered,
     CallQueued,
     CallTransferred,
     DigitsReceived,
-    Event,
 )
 from ivr.actions import Gather, Hangup, Prompt, Transfer
 from routing import history, reservations, transfers
 from routing import queue_experience as qx
+from routing.callbacks import CallbackDue, CallbackProgress
 from routing.router import AgentView, Decision, Router, Task
 from routing.skills import QueuePolicy, RelaxationStep, check_requirements, parse_requirements
-from telephony.base import AgentEndpoint, TelephonyBackend, can_consult
+from telephony.base import AgentEndpoint, TelephonyBackend, can_call_back, can_consult
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class CallbackDue(Event):
-    """An agent is reserved for a caller who chose a callback; the platform must dial them now.
-    Published when the backend cannot dial by itself (see :class:`CallbackDialler`)."""
-
-    agent_id: int
-    number: str
-
-
-@runtime_checkable
-class CallbackDialler(Protocol):
-    """Optional backend power: call the customer back and bridge them to the reserved agent,
-    publishing ``AgentAnswered`` / ``AgentNoAnswer`` for ``call_id`` like ``connect_agent`` does."""
-
-    def call_back(self, call_id: str, number: str, agent: AgentEndpoint, ring_seconds: float) -> None: ...
+__all__ = ["CallbackDue", "CallbackProgress", "Dispatcher", "DispatcherConfig", "wait_estimate_summary"]
 
 
 @dataclass
@@ -99,6 +92,12 @@ class DispatcherConfig:
     """For queues without their own rules."""
     callback_offer_after: float | None = 60.0
     """For queues without their own rules."""
+    callback_ring_seconds: float = 30.0
+    """How long the customer's phone rings when the platform calls them back."""
+    callback_max_attempts: int = 3
+    """Diallings of the customer before the callback is given up (an agent not answering is no attempt)."""
+    callback_retry_seconds: float = 300.0
+    """After an unanswered attempt (or a backend that could not dial) the entry waits this long, in its place."""
 
     @classmethod
     def from_settings(cls, routing: Any) -> DispatcherConfig:
@@ -108,6 +107,9 @@ class DispatcherConfig:
             tick_seconds=routing.tick_seconds,
             announce_every=routing.announce_every,
             callback_offer_after=routing.callback_offer_after,
+            callback_ring_seconds=routing.callback_ring_seconds,
+            callback_max_attempts=routing.callback_max_attempts,
+            callback_retry_seconds=routing.callback_retry_seconds,
         )
 
 
@@ -203,6 +205,8 @@ class Dispatcher:
             (AgentNoAnswer, self.on_no_answer),
             (CallHungUp, self.on_hung_up),
             (DigitsReceived, self.on_digits),
+            (CallbackAnswered, self.on_callback_answered),
+            (CallbackUnanswered, self.on_callback_unanswered),
         ]
         for event_type, handler in table:
             self.bus.subscribe(event_type, handler)
@@ -294,11 +298,80 @@ class Dispatcher:
                 transfers.on_answered(session, event.call_id, event.agent_id, now=now)
                 entry = session.scalars(select(QueueEntry).where(QueueEntry.call_id == event.call_id)).first()
                 queue, enqueued = (entry.queue, entry.enqueued_at) if entry is not None else (None, None)
-            if queue is not None and enqueued is not None:
+                dialling = entry is not None and entry.status == "dialling"
+                attempt = entry.callback_attempts if entry is not None else 0
+            # A callback's wait is measured once, when its customer is first dialled.
+            if queue is not None and enqueued is not None and (not dialling or attempt == 1):
                 self.window(queue).left_queue(_epoch(now), (now - enqueued).total_seconds(), abandoned=False)
             self.estimate_errors.answered(event.call_id, _epoch(now))
             self._forget(event.call_id)
         self.bus.publish(AgentStateChanged(event.agent_id, AgentState.ON_CALL.value, at=now))
+        if dialling:
+            self.bus.publish(
+                CallbackProgress(
+                    event.call_id, event.agent_id, "dialling", attempt, self.config.callback_max_attempts, at=now
+                )
+            )
+
+    def on_callback_answered(self, event: CallbackAnswered) -> None:
+        """The customer picked up: from now on an ordinary connected call (CallHungUp ends it)."""
+        now = self.clock()
+        with self._lock, session_scope(self.sessions) as session:
+            segment = reservations.callback_connected(session, event.call_id, event.agent_id, now=now)
+            entry = session.scalars(select(QueueEntry).where(QueueEntry.call_id == event.call_id)).first()
+            attempt = entry.callback_attempts if entry is not None else 0
+        if segment is None:
+            log.warning("call %s: callback answered with no attempt being dialled", event.call_id)
+            return
+        log.info("call %s: callback attempt %s connected to agent %s", event.call_id, attempt, event.agent_id)
+        self.bus.publish(
+            CallbackProgress(
+                event.call_id, event.agent_id, "connected", attempt, self.config.callback_max_attempts, at=now
+            )
+        )
+
+    def on_callback_unanswered(self, event: CallbackUnanswered) -> None:
+        """The customer did not answer: the agent wraps up; the callback retries later from its place,
+        or is given up after the last attempt (outcome ``callback_failed``, shown to supervisors)."""
+        now = self.clock()
+        with self._lock:
+            with session_scope(self.sessions) as session:
+                attempt = reservations.callback_unanswered(
+                    session,
+                    event.call_id,
+                    event.agent_id,
+                    now=now,
+                    retry_seconds=self.config.callback_retry_seconds,
+                    max_attempts=self.config.callback_max_attempts,
+                    reason=event.reason,
+                )
+            if attempt is None:
+                log.warning("call %s: callback unanswered with no attempt being dialled", event.call_id)
+                return
+            log.info(
+                "call %s: callback attempt %s unanswered (%s): %s",
+                event.call_id,
+                attempt.attempts,
+                attempt.reason,
+                attempt.result,
+            )
+            if attempt.agent_to_wrap_up:
+                self.bus.publish(AgentStateChanged(event.agent_id, AgentState.WRAP_UP.value, at=now))
+            self.bus.publish(
+                CallbackProgress(
+                    event.call_id,
+                    event.agent_id,
+                    attempt.result,
+                    attempt.attempts,
+                    self.config.callback_max_attempts,
+                    reason=attempt.reason,
+                    retry_at=attempt.retry_at,
+                    at=now,
+                )
+            )
+            if attempt.result == reservations.GIVEN_UP:
+                self.bus.publish(CallEnded(event.call_id, outcome="callback_failed", at_step="callback"))
+            self.dispatch()
 
     def _late_answer(self, session: Session, event: AgentAnswered, now: datetime) -> CallSegment | None:
         """The phone was answered just after its reservation expired. If the call is still waiting
@@ -329,6 +402,17 @@ class Dispatcher:
                 entry = session.scalars(select(QueueEntry).where(QueueEntry.call_id == event.call_id)).first()
                 if entry is None:
                     return  # never reached a queue: the IVR service owns it
+                dialling_agent = self._dialling_agent(session, entry)
+            if dialling_agent is not None:
+                # The contract says a backend reports an unanswered callback as CallbackUnanswered, never
+                # CallHungUp; should one do so anyway, the attempt is not closed as a finished call.
+                log.warning("call %s: hang-up while its callback was dialled; counted as failed", event.call_id)
+                self.on_callback_unanswered(CallbackUnanswered(event.call_id, agent_id=dialling_agent, reason="failed"))
+                return
+            with session_scope(self.sessions) as session:
+                entry = session.scalars(select(QueueEntry).where(QueueEntry.call_id == event.call_id)).first()
+                if entry is None:
+                    return
                 was_waiting = entry.status in ("waiting", "offered")
                 cancelled = reservations.cancel_call(session, event.call_id, now=now)
                 queue, enqueued = entry.queue, entry.enqueued_at
@@ -357,6 +441,18 @@ class Dispatcher:
             self.bus.publish(item)
         self.dispatch()
 
+    @staticmethod
+    def _dialling_agent(session: Session, entry: QueueEntry) -> int | None:
+        """The agent whose callback leg is dialling this entry's customer, if it is being dialled."""
+        if entry.status != "dialling":
+            return None
+        return session.scalar(
+            select(CallSegment.agent_id)
+            .where(CallSegment.call_id == entry.call_id, CallSegment.ended_at.is_(None))
+            .order_by(CallSegment.id.desc())
+            .limit(1)
+        )
+
     def on_digits(self, event: DigitsReceived) -> None:
         if event.call_id not in self._callback_offered:
             return
@@ -384,11 +480,25 @@ class Dispatcher:
         now = self.clock()
         with self._lock:
             with session_scope(self.sessions) as session:
-                misses = reservations.expire_overdue(session, now=now, policy=self.config.policy)
+                misses = reservations.expire_overdue(
+                    session,
+                    now=now,
+                    policy=self.config.policy,
+                    callbacks_dialled=can_call_back(self.backend),
+                    callback_retry_seconds=self.config.callback_retry_seconds,
+                )
                 for miss in misses:
                     self._keep_consulting_caller(session, miss)
             for miss in misses:
-                log.info("offer of call %s to agent %s timed out", miss.call_id, miss.agent_id)
+                if miss.reason == "not_dialled":
+                    log.warning(
+                        "callback %s not dialled: backend %s cannot place callbacks; retry in %.0f s",
+                        miss.call_id,
+                        getattr(self.backend, "name", "?"),
+                        self.config.callback_retry_seconds,
+                    )
+                else:
+                    log.info("offer of call %s to agent %s timed out", miss.call_id, miss.agent_id)
                 self._after_miss(miss, now)
             self.dispatch()
             self._announce(now)
@@ -455,14 +565,20 @@ class Dispatcher:
             self.backend.consult(offer.call_id, endpoint, ring)
         elif offer.callback_number is None:
             self.backend.connect_agent(offer.call_id, endpoint, ring)
-        elif isinstance(self.backend, CallbackDialler):
-            self.backend.call_back(offer.call_id, offer.callback_number, endpoint, ring)
+        elif can_call_back(self.backend):
+            self.backend.call_back(
+                offer.call_id, offer.callback_number, endpoint, ring, self.config.callback_ring_seconds
+            )
         else:
+            # No dialler in the backend (see routing.callbacks.CallbackDue): say so, do not drop it.
+            log.warning("callback %s due but backend %s cannot dial", offer.call_id, getattr(self.backend, "name", "?"))
             self.bus.publish(CallbackDue(offer.call_id, agent_id=offer.agent_id, number=offer.callback_number))
 
     def _tasks(self, session: Session, now: datetime) -> list[Task]:
         entries = [
-            e for e in reservations.waiting_entries(session) if e.call_id in self._mine or e.callback_number is not None
+            e
+            for e in reservations.waiting_entries(session, due_at=now)
+            if e.call_id in self._mine or e.callback_number is not None
         ]
         if not entries:
             return []
@@ -582,6 +698,10 @@ class Dispatcher:
             if call is not None and call.state != CallState.ENDED.value:
                 call.state, call.ended_at = CallState.ENDED.value, now
                 published.append(CallEnded(event.call_id, outcome=call.outcome or "completed"))
+            elif call is not None and call.outcome == "callback":
+                # The caller's own leg ENDED when they chose the callback; the call really ends now.
+                call.ended_at = now
+                published.append(CallEnded(event.call_id, outcome="callback", at_step="callback"))
         return handled
 
     @staticmethod

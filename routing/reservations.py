@@ -93,6 +93,40 @@ class Cancelled:
     """The caller hung up after choosing a callback: the entry keeps its place."""
 
 
+CALLBACK_REASONS = ("no-answer", "busy", "rejected", "failed")
+"""Why a customer did not take a callback (``CallbackUnanswered.reason``); anything else counts as ``failed``."""
+
+CUSTOMER_UNANSWERED = {
+    "no-answer": "customer_no_answer",
+    "busy": "customer_busy",
+    "rejected": "customer_rejected",
+    "failed": "customer_unreachable",
+}
+"""``call_segments.end_reason`` of an agent's callback leg whose customer did not answer."""
+
+GIVEN_UP = "given-up"
+"""``queue_entries.callback_result`` once the last allowed attempt went unanswered."""
+NOT_DIALLED = "not-dialled"
+"""``queue_entries.callback_result`` when an agent was reserved but no backend dialled (it cannot)."""
+
+
+@dataclass(frozen=True)
+class CallbackAttempt:
+    """What became of a callback whose customer did not answer."""
+
+    call_id: str
+    agent_id: int
+    result: str
+    """``retry`` (back in its ORIGINAL place, offered again from ``retry_at``) or ``given-up``."""
+    reason: str
+    """One of :data:`CALLBACK_REASONS`."""
+    attempts: int
+    """Times the customer has been dialled, this attempt included."""
+    retry_at: datetime | None
+    agent_to_wrap_up: bool
+    """The agent's state moved On call → Wrap-up (publish it)."""
+
+
 def owner_tag() -> str:
     return f"{socket.gethostname()[:40]}:{os.getpid()}"
 
@@ -148,7 +182,7 @@ def enqueue(
     elif entry.status in ("done", "connected", "abandoned"):
         entry.queue, entry.status, entry.required_skills = queue, "waiting", skills
         entry.priority, entry.language, entry.enqueued_at, entry.updated_at = priority, language, now, now
-        entry.callback_number = None
+        entry.callback_number, entry.callback_retry_at, entry.callback_result = None, None, ""
         if reason:
             entry.reason = reason
         # A new wait (e.g. after a transfer) has its own preferred agent or none: the old one was served.
@@ -170,11 +204,15 @@ def _clean_skills(call_id: str, raw: Any) -> list[list[Any]]:
     return out
 
 
-def waiting_entries(session: Session, queue: str | None = None) -> list[QueueEntry]:
-    """Calls waiting for an agent (live callers and callbacks), in order of their places."""
+def waiting_entries(session: Session, queue: str | None = None, *, due_at: datetime | None = None) -> list[QueueEntry]:
+    """Calls waiting for an agent (live callers and callbacks), in order of their places. With
+    ``due_at``: only those that may be offered then (a callback waiting for its retry time is left out;
+    it still holds its place and counts in :func:`position`)."""
     query = select(QueueEntry).where(QueueEntry.status == "waiting")
     if queue is not None:
         query = query.where(QueueEntry.queue == queue)
+    if due_at is not None:
+        query = query.where(QueueEntry.callback_retry_at.is_(None) | (QueueEntry.callback_retry_at <= due_at))
     return list(session.scalars(query.order_by(QueueEntry.enqueued_at, QueueEntry.id)))
 
 
@@ -228,25 +266,24 @@ _agents = cast(Table, Agent.__table__)
 _calls = cast(Table, Call.__table__)
 _reservations = cast(Table, Reservation.__table__)
 
+# ``callback_attempts`` counts customer diallings, so offering (and un-offering) leaves it alone: it grows
+# when the reserved agent answers and the backend dials (see answered()). A callback waiting for its
+# retry time cannot be taken, whichever process or query picked it.
 _TAKE_CALL = (
     update(_entries)
-    .where(_entries.c.call_id == bindparam("c"), _entries.c.status == "waiting")
-    .values(
-        status="offered",
-        offers=_entries.c.offers + 1,
-        callback_attempts=_entries.c.callback_attempts + case((_entries.c.callback_number.is_not(None), 1), else_=0),
-        updated_at=bindparam("now"),
+    .where(
+        _entries.c.call_id == bindparam("c"),
+        _entries.c.status == "waiting",
+        _entries.c.callback_retry_at.is_(None)
+        | (_entries.c.callback_retry_at <= bindparam("now", type_=_entries.c.callback_retry_at.type)),
     )
+    .values(status="offered", offers=_entries.c.offers + 1, updated_at=bindparam("now"))
     .returning(_entries.c.callback_number)
 )
 _UNTAKE_CALL = (
     update(_entries)
     .where(_entries.c.call_id == bindparam("c"), _entries.c.status == "offered")
-    .values(
-        status="waiting",
-        offers=_entries.c.offers - 1,
-        callback_attempts=_entries.c.callback_attempts - case((_entries.c.callback_number.is_not(None), 1), else_=0),
-    )
+    .values(status="waiting", offers=_entries.c.offers - 1)
 )
 _TAKE_AGENT = (
     update(_agents)
@@ -421,10 +458,19 @@ _END_ANSWERED = (
     )
     .returning(_reservations.c.created_at)
 )
+_IS_CALLBACK = _entries.c.callback_number.is_not(None)
+# A callback's agent answering is one dialling of the customer: the entry is ``dialling`` (not routable,
+# not yet connected) until CallbackAnswered / CallbackUnanswered.
 _ENTRY_CONNECTED = (
     update(_entries)
     .where(_entries.c.call_id == bindparam("c"))
-    .values(status="connected", updated_at=bindparam("now"))
+    .values(
+        status=case((_IS_CALLBACK, "dialling"), else_="connected"),
+        callback_attempts=_entries.c.callback_attempts + case((_IS_CALLBACK, 1), else_=0),
+        callback_result=case((_IS_CALLBACK, "dialling"), else_=_entries.c.callback_result),
+        callback_retry_at=None,
+        updated_at=bindparam("now"),
+    )
     .returning(_entries.c.callback_number)
 )
 _AGENT_ON_CALL = (
@@ -439,7 +485,6 @@ _CALL_CONNECTED = (
     .values(
         answered_at=func.coalesce(_calls.c.answered_at, bindparam("now", type_=_calls.c.answered_at.type)),
         state=case((_calls.c.state == CallState.ENDED.value, _calls.c.state), else_=CallState.CONNECTED.value),
-        outcome=case((bindparam("callback", type_=Boolean), "callback"), else_=_calls.c.outcome),
     )
     .returning(_calls.c.queue_id)
 )
@@ -458,7 +503,12 @@ _START_SEGMENT = (
 def answered(session: Session, call_id: str, agent_id: int, *, now: datetime) -> CallSegment | None:
     """The agent answered: reservation done, agent On call, call connected, the offered segment
     started (or opened, if the offer had none). None if there was no live reservation (it timed out
-    first, or the caller left)."""
+    first, or the caller left).
+
+    A callback is different until the customer picks up: the entry becomes ``dialling`` with one more
+    ``callback_attempts``, the agent is On call, but the segment is not started and the call gets no
+    ``answered_at`` (the customer is not on the line yet; :func:`callback_connected` does both). So an
+    attempt nobody answered never counts as an answered call or as an agent who handled it."""
     ended = session.execute(_END_ANSWERED, {"c": call_id, "a": agent_id, "now": now}).first()
     if ended is None:
         return None
@@ -467,7 +517,16 @@ def answered(session: Session, call_id: str, agent_id: int, *, now: datetime) ->
     callback = entry is not None and entry[0] is not None
     _rows(session, _AGENT_ON_CALL, key)
     _rows(session, _STREAK_RESET, key)
-    call = session.execute(_CALL_CONNECTED, {**key, "callback": callback}).first()
+    if callback:
+        _rows(session, update(Call).where(Call.id == call_id).values(outcome="callback"))
+        segment = _offered_segment(session, call_id, agent_id)
+        if segment is None:
+            queue_id = session.scalar(select(Call.queue_id).where(Call.id == call_id))
+            segment = CallSegment(call_id=call_id, agent_id=agent_id, queue_id=queue_id, offered_at=ended[0])
+            session.add(segment)
+            session.flush()
+        return segment
+    call = session.execute(_CALL_CONNECTED, key).first()
     started = session.execute(_START_SEGMENT, key).scalars().all()
     if started:
         segment = session.get(CallSegment, max(started), populate_existing=True)
@@ -548,18 +607,32 @@ def missed(
     return Miss(call_id, agent_id, reason, streak, state)
 
 
-def expire_overdue(session: Session, *, now: datetime, policy: ReservationPolicy, limit: int = 100) -> list[Miss]:
+def expire_overdue(
+    session: Session,
+    *,
+    now: datetime,
+    policy: ReservationPolicy,
+    limit: int = 100,
+    callbacks_dialled: bool = True,
+    callback_retry_seconds: float = 300.0,
+) -> list[Miss]:
     """Treat every reservation past ``expires_at`` as missed (``reason='timeout'``). Safe to run in
-    every router process at once: each expired reservation is handled by exactly one of them."""
+    every router process at once: each expired reservation is handled by exactly one of them.
+
+    ``callbacks_dialled=False`` (the backend cannot dial): an expired callback reservation is not the
+    agent's miss but :func:`callback_not_dialled`, so agents are not set Not Ready for it."""
     overdue = session.execute(
-        select(Reservation.call_id, Reservation.agent_id)
+        select(Reservation.call_id, Reservation.agent_id, Reservation.callback)
         .where(Reservation.status == "active", Reservation.expires_at <= now)
         .order_by(Reservation.expires_at)
         .limit(limit)
     ).all()
     out: list[Miss] = []
-    for call_id, agent_id in overdue:
-        miss = missed(session, call_id, agent_id, now=now, policy=policy, reason="timeout")
+    for call_id, agent_id, callback in overdue:
+        if callback and not callbacks_dialled:
+            miss = callback_not_dialled(session, call_id, agent_id, now=now, retry_seconds=callback_retry_seconds)
+        else:
+            miss = missed(session, call_id, agent_id, now=now, policy=policy, reason="timeout")
         if miss is not None:
             out.append(miss)
     return out
@@ -596,6 +669,122 @@ def cancel_call(session: Session, call_id: str, *, now: datetime, reason: str = 
             .values(status="abandoned", updated_at=now),
         )
     return Cancelled(call_id, agent_id, keep)
+
+
+# --- callbacks (the platform dials the customer for the reserved agent) ----------------------------
+
+
+def callback_connected(session: Session, call_id: str, agent_id: int, *, now: datetime) -> CallSegment | None:
+    """The customer picked up the callback: the agent's leg starts now, the call is answered (its wait
+    runs from the original place in the queue to this moment). None if no attempt was being dialled."""
+    if (
+        _rows(
+            session,
+            update(QueueEntry)
+            .where(QueueEntry.call_id == call_id, QueueEntry.status == "dialling")
+            .values(status="connected", callback_result="connected", updated_at=now),
+        )
+        != 1
+    ):
+        return None
+    _rows(
+        session,
+        update(Call)
+        .where(Call.id == call_id)
+        .values(answered_at=func.coalesce(Call.answered_at, now), outcome="callback"),
+    )
+    segment = _offered_segment(session, call_id, agent_id)
+    if segment is None:
+        segment = CallSegment(call_id=call_id, agent_id=agent_id, offered_at=now)
+        session.add(segment)
+    segment.started_at = now
+    session.flush()
+    return segment
+
+
+def callback_unanswered(
+    session: Session,
+    call_id: str,
+    agent_id: int,
+    *,
+    now: datetime,
+    retry_seconds: float,
+    max_attempts: int,
+    reason: str = "no-answer",
+) -> CallbackAttempt | None:
+    """The customer did not take the callback. The agent's leg is closed with an end reason saying so
+    (``customer_busy`` …) and the agent goes to Wrap-up as after any call. The entry goes back to
+    ``waiting`` at its ORIGINAL place (``enqueued_at`` and id untouched) but is not offered before
+    ``now + retry_seconds`` — or, after ``max_attempts`` diallings, it is ``done``, ``callback_result``
+    ``given-up`` and the call's outcome ``callback_failed``. None if no attempt was being dialled
+    (a repeated or stale event)."""
+    reason = reason if reason in CALLBACK_REASONS else "failed"
+    entry = session.scalars(
+        select(QueueEntry).where(QueueEntry.call_id == call_id, QueueEntry.status == "dialling")
+    ).one_or_none()
+    if entry is None:
+        return None
+    _rows(
+        session,
+        update(CallSegment)
+        .where(
+            CallSegment.call_id == call_id,
+            CallSegment.agent_id == agent_id,
+            CallSegment.ended_at.is_(None),
+        )
+        .values(ended_at=now, end_reason=CUSTOMER_UNANSWERED[reason]),
+    )
+    to_wrap_up = (
+        _rows(
+            session,
+            update(Agent)
+            .where(Agent.id == agent_id, Agent.state == AgentState.ON_CALL.value)
+            .values(state=AgentState.WRAP_UP.value, state_since=now, state_reason=""),
+        )
+        == 1
+    )
+    attempts = entry.callback_attempts
+    if attempts < max_attempts:
+        retry_at: datetime | None = now + timedelta(seconds=retry_seconds)
+        entry.status, entry.callback_retry_at, entry.callback_result = "waiting", retry_at, reason
+        result = "retry"
+    else:
+        retry_at = None
+        entry.status, entry.callback_retry_at, entry.callback_result = "done", None, GIVEN_UP
+        result = GIVEN_UP
+        _rows(session, update(Call).where(Call.id == call_id).values(outcome="callback_failed"))
+    entry.updated_at = now
+    session.flush()
+    return CallbackAttempt(call_id, agent_id, result, reason, attempts, retry_at, to_wrap_up)
+
+
+def callback_not_dialled(
+    session: Session, call_id: str, agent_id: int, *, now: datetime, retry_seconds: float
+) -> Miss | None:
+    """A callback reservation expired and nobody dialled (the backend cannot): the agent is released
+    without a miss on their streak, the entry keeps its place with ``callback_result='not-dialled'``
+    and waits ``retry_seconds`` so it does not tie up an agent every second. No attempt is counted."""
+    if not _end(session, call_id, agent_id, "missed", "not_dialled", now):
+        return None
+    _close_offer_segment(session, call_id, agent_id, "not_dialled", now)
+    _rows(
+        session,
+        update(QueueEntry)
+        .where(QueueEntry.call_id == call_id, QueueEntry.status == "offered")
+        .values(
+            status="waiting",
+            callback_retry_at=now + timedelta(seconds=retry_seconds),
+            callback_result=NOT_DIALLED,
+            updated_at=now,
+        ),
+    )
+    _rows(
+        session,
+        update(Agent)
+        .where(Agent.id == agent_id, Agent.state == AgentState.RINGING.value)
+        .values(state=AgentState.AVAILABLE.value, state_since=now, state_reason=""),
+    )
+    return Miss(call_id, agent_id, "not_dialled", consecutive_misses(session, agent_id), AgentState.AVAILABLE)
 
 
 def finish(session: Session, call_id: str, *, now: datetime) -> None:

@@ -1,4 +1,4 @@
-"""In-process telephony backend: no network, no audio.
+"""In-process telephony backend: no network, no audio — the SIMULATION backend.
 
 It implements the same interface as the SIP, Asterisk and Twilio backends, so the IVR engine,
 router and console run unchanged in unit tests, the simulator and ``callcentre demo``. Test code
@@ -7,6 +7,12 @@ agent's phone (``agent_answers``, ``agent_rejects``); everything the platform as
 is kept in ``performed`` and ``commands`` for inspection. It can consult (warm transfer,
 :class:`telephony.base.ConsultCapable`): while ``consulting``, ``agent_answers`` connects the second
 agent to the first (``consulted_agent``) and the caller stays ``on_hold``.
+
+It can call back (:class:`telephony.base.CallbackCapable`), simulated with explicit hooks instead of a
+network: ``call_back`` rings the agent (``agent_answers`` / ``agent_rejects`` as for any offer); once
+the agent answered, the customer's phone "rings" until the test (or demo) says what the customer did:
+``customer_answers(call_id)`` bridges them, ``customer_unavailable(call_id, reason)`` ends the attempt.
+Nothing rings by itself and no timer runs: the ring times are only recorded in ``callbacks``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from callcentre.domain.events import (
     AgentAnswered,
     AgentNoAnswer,
     CallArrived,
+    CallbackAnswered,
+    CallbackUnanswered,
     CallHungUp,
     DigitsReceived,
     InputTimedOut,
@@ -45,6 +53,23 @@ class MemoryCall:
     """The second agent, once they answered the consultation (talking to ``connected_agent``)."""
     on_hold: bool = False
     ended: bool = False
+    callback_phase: str = ""
+    """A callback leg: ``agent`` (the agent's phone rings), ``customer`` (the agent answered, the
+    customer's phone rings), ``connected``; empty for an ordinary inbound call."""
+
+
+@dataclass(frozen=True)
+class DialledCallback:
+    """One ``call_back`` request as the platform made it (for tests to inspect; simulated, not dialled)."""
+
+    call_id: str
+    number: str
+    agent: AgentEndpoint
+    ring_seconds: float
+    customer_ring_seconds: float
+
+
+CALLBACK_REASONS = ("no-answer", "busy", "rejected", "failed")
 
 
 class MemoryBackend:
@@ -55,6 +80,8 @@ class MemoryBackend:
         self.calls: dict[str, MemoryCall] = {}
         self.performed: dict[str, list[Action]] = {}
         self.commands: list[tuple[str, str, object]] = []
+        self.callbacks: list[DialledCallback] = []
+        """Every callback the platform asked for, in order (the number is kept here only, never logged)."""
         self._lock = threading.Lock()
 
     # -- TelephonyBackend ---------------------------------------------------------------------
@@ -106,12 +133,56 @@ class MemoryBackend:
             call.ringing_agent = None
         call.consulted_agent, call.consulting, call.on_hold = None, False, False
 
+    # -- CallbackCapable (simulated: the hooks below play the customer's phone) -----------------------
+
+    def call_back(
+        self, call_id: str, number: str, agent: AgentEndpoint, ring_seconds: float, customer_ring_seconds: float
+    ) -> None:
+        """Ring ``agent`` for a callback of ``call_id`` (whose own caller leg is long gone: a fresh leg
+        replaces it). Nothing happens until ``agent_answers`` / ``agent_rejects``."""
+        self.commands.append(("call_back", call_id, agent))
+        self.callbacks.append(DialledCallback(call_id, number, agent, ring_seconds, customer_ring_seconds))
+        old = self.calls.get(call_id)
+        leg = MemoryCall(call_id, caller_id=number, dialled=old.dialled if old else "", ringing_agent=agent)
+        leg.callback_phase = "agent"
+        self.calls[call_id] = leg
+
+    def customer_answers(self, call_id: str) -> None:
+        """The customer picks up the callback: bridged to the agent, ``CallbackAnswered``."""
+        call = self._dialling(call_id)
+        call.callback_phase = "connected"
+        assert call.connected_agent is not None
+        self._publish(CallbackAnswered(call_id, agent_id=call.connected_agent))
+
+    def customer_unavailable(self, call_id: str, reason: str = "no-answer") -> None:
+        """The customer does not take the callback (``no-answer``, ``busy``, ``rejected``, ``failed``): the
+        agent's leg ends quietly and ``CallbackUnanswered`` is published (never ``CallHungUp``)."""
+        if reason not in CALLBACK_REASONS:
+            raise ValueError(f"reason must be one of {', '.join(CALLBACK_REASONS)}")
+        call = self._dialling(call_id)
+        agent_id = call.connected_agent
+        assert agent_id is not None
+        call.ended, call.connected_agent, call.callback_phase = True, None, ""
+        self._publish(CallbackUnanswered(call_id, agent_id=agent_id, reason=reason))
+
+    def _dialling(self, call_id: str) -> MemoryCall:
+        call = self.calls.get(call_id)
+        if call is None or call.ended or call.callback_phase != "customer":
+            raise ValueError(f"call {call_id}: no callback is dialling a customer")
+        return call
+
     def hold(self, call_id: str, on: bool) -> None:
         self.commands.append(("hold", call_id, on))
         self.calls[call_id].on_hold = on
 
     def hangup(self, call_id: str) -> None:
         self.commands.append(("hangup", call_id, None))
+        call = self.calls.get(call_id)
+        if call is not None and not call.ended and call.callback_phase == "customer":
+            # Ending a callback while the customer's phone rings ends that attempt, as the contract says:
+            # CallbackUnanswered, never CallHungUp.
+            self.customer_unavailable(call_id, "failed")
+            return
         self._end(call_id, by="platform")
 
     # -- the caller's side (tests, simulation, demo) -------------------------------------------
@@ -146,6 +217,8 @@ class MemoryBackend:
             call.ringing_agent, call.consulted_agent = None, agent_id
         else:
             call.ringing_agent, call.connected_agent = None, agent_id
+        if call.callback_phase == "agent":
+            call.callback_phase = "customer"  # the agent hears ringback; the customer's phone rings now
         self._publish(AgentAnswered(call_id, agent_id=agent_id))
 
     def agent_rejects(self, call_id: str) -> None:
@@ -154,6 +227,8 @@ class MemoryBackend:
             raise ValueError(f"call {call_id}: no agent is ringing")
         agent_id = call.ringing_agent.agent_id
         call.ringing_agent = None
+        if call.callback_phase == "agent":
+            call.ended, call.callback_phase = True, ""  # the callback leg was only the agent's: it is gone
         self._publish(AgentNoAnswer(call_id, agent_id=agent_id))
 
     def agent_hangs_up(self, call_id: str) -> None:

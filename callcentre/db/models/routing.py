@@ -31,7 +31,8 @@ class QueueEntry(Base):
     queue: Mapped[str64]
     """Queue name as the IVR flow and ``queues.name`` spell it."""
     status: Mapped[str32] = mapped_column(default="waiting")
-    """``waiting``, ``offered`` (an agent is reserved), ``connected``, ``abandoned``, ``done``."""
+    """``waiting``, ``offered`` (an agent is reserved), ``dialling`` (a callback: the agent answered and the
+    customer's phone rings), ``connected``, ``abandoned``, ``done``."""
     required_skills: Mapped[list[Any]] = mapped_column(default=list)
     """``[[skill, min_level], ...]`` as the IVR asked for."""
     priority: Mapped[int] = mapped_column(default=0)
@@ -47,6 +48,13 @@ class QueueEntry(Base):
     """Set when the caller chose a callback: they hung up but keep this place. Customer data: never logged."""
     callback_requested_at: Mapped[datetime | None] = mapped_column(default=None)
     callback_attempts: Mapped[int] = mapped_column(default=0)
+    """How many times the customer's number was dialled (an agent who did not answer is no attempt)."""
+    callback_retry_at: Mapped[datetime | None] = mapped_column(default=None)
+    """A callback whose customer did not answer waits (in its place) until this time before it is offered
+    again; NULL: routable now."""
+    callback_result: Mapped[str32] = mapped_column(default="")
+    """The last callback attempt: ``dialling``, ``connected``, ``no-answer``, ``busy``, ``rejected``, ``failed``,
+    ``not-dialled`` (the backend cannot dial), or ``given-up`` after the last allowed attempt."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
