@@ -112,7 +112,11 @@ class AsteriskSettings:
     monitor_dir: str = "/var/spool/asterisk/monitor/callcentre"
     """Directory on the Asterisk host where ``MixMonitor`` writes call recordings."""
     context_prefix: str = "callcentre"
-    """Dialplan contexts ``<prefix>-in``, ``-hold``, ``-agent``, ``-transfer`` (``callcentre asterisk config``)."""
+    """Dialplan contexts ``<prefix>-in``, ``-hold``, ``-agent``, ``-transfer``, ``-callback``
+    (``callcentre asterisk config``)."""
+    trunk: str = "trunk"
+    """PJSIP endpoint of the carrier trunk: customers are dialled as ``PJSIP/<number>@<trunk>``
+    (callbacks, transfers)."""
 
 
 @dataclass(frozen=True)

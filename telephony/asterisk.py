@@ -19,6 +19,13 @@ How a call flows (``callcentre asterisk config`` prints the matching dialplan):
    is outside the IVR (on hold) → ``DigitsReceived``.
 5. An action for a call that is no longer in the AGI (waiting on hold) is queued for the call and
    the channel is ``Redirect``-ed back into the IVR context, whose AGI picks the action up.
+6. ``call_back`` (agent first) sends ``Originate`` for the agent's endpoint into ``<prefix>-callback``
+   with the customer's number and ring time in channel variables; that context ``Dial``s the customer
+   once the agent has answered. ``OriginateResponse`` → ``AgentAnswered`` / ``AgentNoAnswer``;
+   ``DialBegin`` names the customer's channel, which from then on is the call's channel (``hangup``,
+   ``hold``, recordings act on it); the customer's ``BridgeEnter`` → ``CallbackAnswered``; a
+   ``DialEnd`` other than ANSWER plus the customer's ``Hangup`` cause → ``CallbackUnanswered``
+   (:func:`callback_reason`); either side's ``Hangup`` after that → one ``CallHungUp``.
 
 After every AMI (re)connect the backend lists live channels (``CoreShowChannels``) and publishes
 the hang-ups it missed while the link was down: Asterisk does not replay events.
@@ -40,6 +47,8 @@ from callcentre.domain.events import (
     AgentAnswered,
     AgentNoAnswer,
     CallArrived,
+    CallbackAnswered,
+    CallbackUnanswered,
     CallHungUp,
     DigitsReceived,
     InputTimedOut,
@@ -55,11 +64,37 @@ log = logging.getLogger(__name__)
 
 ALL_DIGITS = "0123456789*#"
 CALL_ID_VARIABLE = "CALLCENTRE_CALL_ID"
+CALLBACK_NUMBER_VARIABLE = "CALLCENTRE_CALLBACK_NUMBER"
+CALLBACK_RING_VARIABLE = "CALLCENTRE_CALLBACK_RING"
+CALLBACK_SETTLE_SLACK = 5.0
+"""Seconds past the customer's ring time after which a callback with no dial result is given up."""
+CAUSE_REASONS = {"17": "busy", "18": "no-answer", "19": "no-answer", "21": "rejected"}
+"""Q.850 hangup causes of the customer's channel that say why a callback was not answered."""
+DIAL_STATUS_REASONS = {"BUSY": "busy", "NOANSWER": "no-answer", "DONTCALL": "rejected"}
 AGI_IDLE_SECONDS = 30.0
 """How long an AGI session waits for the IVR's next action before giving up on the call."""
 QUEUED_GRACE_SECONDS = 1.0
 """After an announcement to a queued caller: how long to wait for a follow-up action (e.g. the
 callback confirmation) before sending the caller back to hold."""
+
+
+def callback_reason(cause: str, dial_status: str) -> str:
+    """Why a callback's customer did not answer: the customer channel's hangup cause when it is specific
+    (Asterisk reports a declined call, cause 21, with ``DialStatus: NOANSWER``), else the ``DialStatus``
+    (a ring timeout often hangs the channel up with the unspecific cause 16), else ``failed``."""
+    return CAUSE_REASONS.get(cause) or DIAL_STATUS_REASONS.get(dial_status.upper()) or "failed"
+
+
+@dataclass
+class CallbackLeg:
+    """The platform's call to a customer who asked for a callback (agent first)."""
+
+    agent_id: int
+    state: str = "ringing-agent"
+    """``ringing-agent`` → ``dialling`` (agent answered, customer ringing) → ``connected`` → ``over``."""
+    dial_status: str = ""
+    customer_cause: str = ""
+    customer_gone: bool = False
 
 
 @dataclass
@@ -80,6 +115,9 @@ class AsteriskCall:
     platform_hangup: bool = False
     ended: bool = False
     recording: bool = False
+    callback: CallbackLeg | None = None
+    """Set when this is the platform calling a customer back: ``uniqueid``/``channel`` are then the
+    customer's leg once it is dialled, ``agent_*`` the agent's."""
 
 
 def dial_string(contact: str) -> str:
@@ -111,7 +149,8 @@ class AsteriskBackend:
         self._lock = threading.RLock()
         self._agi_idle = agi_idle_seconds
         prefix = settings.context_prefix
-        self.contexts = {k: f"{prefix}-{k}" for k in ("in", "hold", "agent", "transfer")}
+        self.contexts = {k: f"{prefix}-{k}" for k in ("in", "hold", "agent", "transfer", "callback")}
+        self._callback_attempts = 0
         self.link: AmiLink | None = None
         if enable_ami:
             self.link = AmiLink(
@@ -191,6 +230,54 @@ class AsteriskBackend:
         timer.daemon = True
         timer.start()
 
+    def call_back(self, call_id: str, number: str, agent: AgentEndpoint, ring_seconds: float,
+                  customer_ring_seconds: float) -> None:
+        """Agent first: ``Originate`` the agent into ``<prefix>-callback``, whose ``Dial`` calls the customer.
+
+        ``call_id`` is the original call's (ended) id; a new leg pair is tracked under it. The number
+        travels only as a channel variable and is never logged.
+        """
+        if not number or any(ch not in "+0123456789*#" for ch in number):
+            raise ValueError(f"call {call_id}: the callback number is not a diallable number")
+        dial = dial_string(agent.contact)
+        link = self._require_link()
+        with self._lock:
+            old = self._calls.get(call_id)
+            if old is not None and not old.ended:
+                raise ValueError(f"call {call_id} is still connected; cannot call it back now")
+            if old is not None:
+                for uid in (old.uniqueid, old.agent_uniqueid):
+                    if self._by_uid.get(uid) == call_id:
+                        del self._by_uid[uid]
+            self._callback_attempts += 1
+            client_id = f"cb-{call_id}-{agent.agent_id}-{self._callback_attempts}"
+            leg = CallbackLeg(agent.agent_id)
+            call = AsteriskCall(call_id, "", "", agent_id=agent.agent_id, agent_settled=False,
+                                originate_id=client_id, callback=leg)
+            self._calls[call_id] = call
+            self._originates[client_id] = call_id
+        future = link.send(
+            "Originate",
+            variables={CALL_ID_VARIABLE: call_id, "CALLCENTRE_AGENT_ID": str(agent.agent_id),
+                       CALLBACK_NUMBER_VARIABLE: number,
+                       CALLBACK_RING_VARIABLE: str(max(1, round(customer_ring_seconds)))},
+            ActionID=client_id, Channel=dial, Context=self.contexts["callback"], Exten="s", Priority="1",
+            Timeout=str(int(ring_seconds * 1000)), CallerID=f'"callcentre" <{agent.agent_id}>', Async="true",
+        )
+        response = future.result(link.action_timeout)
+        if response is None or response.is_error():
+            self._agent_result(call, answered=False)
+            leg.state = "over"
+            call.ended = True
+            return
+        timer = threading.Timer(ring_seconds + link.action_timeout, self._originate_overdue, (call_id, client_id))
+        timer.daemon = True
+        timer.start()
+        give_up = threading.Timer(ring_seconds + customer_ring_seconds + link.action_timeout + CALLBACK_SETTLE_SLACK,
+                                  self._callback_overdue, (call, client_id))
+        give_up.daemon = True
+        give_up.start()
+
     def hold(self, call_id: str, on: bool) -> None:
         call = self._known(call_id)
         if on:
@@ -203,6 +290,12 @@ class AsteriskBackend:
         if call is None or call.ended:
             return
         call.platform_hangup = True
+        cb = call.callback
+        if cb is not None and cb.state != "connected":
+            # Before the customer is connected the agent's leg is the call: ending it cancels the Dial.
+            if call.agent_channel:
+                self._ami("Hangup", Channel=call.agent_channel, Cause="16")
+            return
         self._ami("Hangup", Channel=call.channel, Cause="16")
 
     # -- more call control (console, recordings, transfers) ---------------------------------------
@@ -275,10 +368,11 @@ class AsteriskBackend:
             by = "platform"
         self._publish(CallHungUp(call.call_id, by=by, cause=cause))
 
-    def _agent_result(self, call: AsteriskCall, *, answered: bool) -> None:
+    def _agent_result(self, call: AsteriskCall, *, answered: bool) -> bool:
+        """Publish the agent leg's outcome once; True when this call settled it."""
         with self._lock:
             if call.agent_settled or call.agent_id is None:
-                return
+                return False
             call.agent_settled = True
             call.agent_connected = answered
             if answered:
@@ -289,11 +383,87 @@ class AsteriskBackend:
             self._publish(AgentAnswered(call.call_id, agent_id=agent_id))
         else:
             self._publish(AgentNoAnswer(call.call_id, agent_id=agent_id))
+        return True
 
     def _originate_overdue(self, call_id: str, originate_id: str) -> None:
         call = self.call(call_id)
-        if call is not None and call.originate_id == originate_id:
-            self._agent_result(call, answered=False)
+        if (call is not None and call.originate_id == originate_id
+                and self._agent_result(call, answered=False) and call.callback is not None):
+            call.callback.state = "over"
+            call.ended = True
+
+    # -- callbacks (agent first, then the customer) ------------------------------------------------
+    def _on_callback_event(self, call: AsteriskCall, cb: CallbackLeg, name: str, keys: dict[str, str],
+                           uid: str) -> None:
+        if name == "DialBegin" and uid == call.agent_uniqueid and cb.state in {"ringing-agent", "dialling"}:
+            # The dialplan only dials the customer after the agent answered: that is proof enough
+            # even if OriginateResponse has not arrived yet.
+            self._agent_result(call, answered=True)
+            dest = keys.get("DestUniqueid", "")
+            with self._lock:
+                call.uniqueid, call.channel = dest, keys.get("DestChannel", "")
+                if dest:
+                    self._by_uid[dest] = call.call_id
+            cb.state = "dialling"
+        elif name == "DialEnd" and uid == call.agent_uniqueid and cb.state == "dialling":
+            cb.dial_status = keys.get("DialStatus", "") or "UNKNOWN"
+            if cb.dial_status != "ANSWER":
+                self._callback_try_settle(call, cb)
+        elif name == "BridgeEnter" and uid == call.uniqueid and cb.state == "dialling":
+            cb.state = "connected"
+            call.agent_connected = True
+            self._publish(CallbackAnswered(call.call_id, agent_id=cb.agent_id))
+        elif name == "Hangup":
+            cause = keys.get("Cause", "")
+            text = keys.get("Cause-txt", "normal") or "normal"
+            if cb.state == "connected":
+                # Either side hanging up ends the callback; the other leg has nothing left to do.
+                other = call.agent_channel if uid == call.uniqueid else call.channel
+                by = "caller" if uid == call.uniqueid else "agent"
+                if uid in {call.uniqueid, call.agent_uniqueid}:
+                    self._end(call, by, text)
+                    cb.state = "over"
+                    self._hang_up_quietly(other)
+            elif cb.state == "dialling":
+                if uid == call.uniqueid:
+                    cb.customer_cause, cb.customer_gone = cause, True
+                    self._callback_try_settle(call, cb)
+                elif uid == call.agent_uniqueid:
+                    # The dialplan ended the agent's leg (or the agent hung up while the customer rang).
+                    call.agent_uniqueid = call.agent_channel = ""
+                    self._callback_settle(call, cb)
+            elif uid == call.agent_uniqueid:
+                call.agent_uniqueid = call.agent_channel = ""
+
+    def _callback_try_settle(self, call: AsteriskCall, cb: CallbackLeg) -> None:
+        """Settle once both the ``DialEnd`` and the customer's ``Hangup`` (which carries the precise
+        cause and follows ``DialEnd`` on Asterisk) are in; a specific cause alone is enough."""
+        if cb.customer_cause in CAUSE_REASONS or (cb.dial_status and (cb.customer_gone or not call.uniqueid)):
+            self._callback_settle(call, cb)
+
+    def _callback_settle(self, call: AsteriskCall, cb: CallbackLeg) -> None:
+        with self._lock:
+            if cb.state != "dialling":
+                return
+            cb.state = "over"
+            call.ended = True
+        reason = callback_reason(cb.customer_cause, cb.dial_status)
+        log.info("call %s: callback not answered (%s)", call.call_id, reason)
+        self._publish(CallbackUnanswered(call.call_id, agent_id=cb.agent_id, reason=reason))
+
+    def _callback_overdue(self, call: AsteriskCall, originate_id: str) -> None:
+        """Backstop: no dial result long after the customer's ring time (events lost): end the agent's leg."""
+        cb = call.callback
+        if cb is None or call.originate_id != originate_id or cb.state != "dialling":
+            return
+        agent_channel = call.agent_channel
+        self._callback_settle(call, cb)
+        self._hang_up_quietly(agent_channel)
+
+    def _hang_up_quietly(self, channel: str) -> None:
+        """End a leg whose partner is gone; it may already be gone too (then Asterisk says so, and that is fine)."""
+        if channel and self.link is not None:
+            self.link.send("Hangup", Channel=channel, Cause="16")
 
     # -- AMI events (dispatcher thread) ------------------------------------------------------------
     def _on_ami_event(self, event: Event) -> None:
@@ -315,6 +485,9 @@ class AsteriskBackend:
             call = self.call(self._originates.get(keys.get("ActionID", ""), ""))
             if call is None:
                 return
+            if call.callback is not None:
+                self._callback_originated(call, call.callback, keys)
+                return
             if keys.get("Response", "").lower() == "success":
                 call.agent_channel = keys.get("Channel", call.agent_channel)
                 call.agent_uniqueid = keys.get("Uniqueid", call.agent_uniqueid)
@@ -333,6 +506,9 @@ class AsteriskBackend:
         if call is None and name == "DialEnd":
             call = self.call(self._by_uid.get(keys.get("DestUniqueid", ""), ""))
         if call is None:
+            return
+        if call.callback is not None:
+            self._on_callback_event(call, call.callback, name, keys, uid)
             return
         if name == "Hangup":
             cause = keys.get("Cause-txt", "normal") or "normal"
@@ -353,6 +529,21 @@ class AsteriskBackend:
             # The agent reached the caller by other means than our Originate (e.g. a PBX transfer).
             self._agent_result(call, answered=True)
 
+    def _callback_originated(self, call: AsteriskCall, cb: CallbackLeg, keys: dict[str, str]) -> None:
+        if keys.get("Response", "").lower() != "success":
+            if self._agent_result(call, answered=False):
+                cb.state = "over"
+                call.ended = True
+            return
+        uid = keys.get("Uniqueid", "")
+        with self._lock:
+            if uid and uid != "<null>":
+                call.agent_uniqueid = uid
+                call.agent_channel = keys.get("Channel", call.agent_channel)
+                self._by_uid[uid] = call.call_id
+        if self._agent_result(call, answered=True):
+            cb.state = "dialling"
+
     def _resync(self) -> None:
         """After a (re)connect: publish the hang-ups that happened while AMI was not watching."""
         link = self._require_link()
@@ -366,6 +557,9 @@ class AsteriskBackend:
             log.warning("resync after AMI reconnect failed: %s", exc)
             return
         for call in calls:
+            if call.callback is not None:
+                self._resync_callback(call, call.callback, live)
+                continue
             if call.uniqueid not in live and not call.in_agi:
                 self._end(call, "caller", "hung up while the AMI link was down")
             elif call.agent_uniqueid and call.agent_uniqueid not in live:
@@ -373,6 +567,17 @@ class AsteriskBackend:
                 if call.agent_connected:
                     call.agent_connected = False
                     self._publish(CallHungUp(call.call_id, by="agent", cause="hung up while the AMI link was down"))
+
+    def _resync_callback(self, call: AsteriskCall, cb: CallbackLeg, live: set[str]) -> None:
+        agent_up = bool(call.agent_uniqueid) and call.agent_uniqueid in live
+        customer_up = bool(call.uniqueid) and call.uniqueid in live
+        if cb.state == "connected" and not (agent_up and customer_up):
+            self._end(call, "agent" if not agent_up else "caller", "hung up while the AMI link was down")
+            cb.state = "over"
+            self._hang_up_quietly(call.channel if customer_up else call.agent_channel if agent_up else "")
+        elif cb.state == "dialling" and call.agent_uniqueid and not agent_up:
+            cb.customer_gone = True
+            self._callback_settle(call, cb)
 
     # -- FastAGI (one thread per call) -------------------------------------------------------------
     def _on_agi_session(self, session: AgiSession) -> None:

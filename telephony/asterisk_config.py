@@ -1,7 +1,7 @@
 """The ``manager.conf`` and ``extensions.conf`` snippets an Asterisk administrator pastes.
 
 They match what :mod:`telephony.asterisk` expects: an AMI user allowed the events and actions we
-use, and four dialplan contexts (``<prefix>-in``, ``-hold``, ``-agent``, ``-transfer``). Secrets
+use, and five dialplan contexts (``<prefix>-in``, ``-hold``, ``-agent``, ``-transfer``, ``-callback``). Secrets
 are never printed: the AMI secret is shown as a placeholder unless the caller asks for it.
 """
 
@@ -36,6 +36,7 @@ writetimeout = 5000
 
 def extensions_conf(settings: AsteriskSettings, *, numbers: tuple[str, ...] = ("1000",)) -> str:
     prefix = settings.context_prefix
+    trunk = settings.trunk
     agi = f"agi://{settings.agi_host}:{settings.agi_port}/ivr"
     lines = [
         f"; extensions.conf — callcentre contexts (route your inbound numbers to [{prefix}-in])",
@@ -68,8 +69,20 @@ def extensions_conf(settings: AsteriskSettings, *, numbers: tuple[str, ...] = ("
         " same => n,Hangup()",
         "",
         f"[{prefix}-transfer]",
-        "; blind transfers and IVR Transfer actions to outside numbers (adapt the trunk name)",
-        "exten => _X.,1,Dial(PJSIP/${EXTEN}@trunk,60)",
+        f"; blind transfers and IVR Transfer actions to outside numbers, over the trunk [asterisk] trunk={trunk}",
+        f"exten => _X.,1,Dial(PJSIP/${{EXTEN}}@{trunk},60)",
+        " same => n,Hangup()",
+        "",
+        f"[{prefix}-callback]",
+        "; a callback: the platform Originates the agent's phone into this context; once the agent answers,",
+        "; the customer is dialled (number and ring time come in channel variables set by the Originate;",
+        "; the agent hears the ringback). 'g': the agent's leg stays up when the customer leaves the Dial",
+        "; bridge, so hold (Redirect) and the platform's Bridge back work; the platform ends the agent's",
+        "; leg when the customer hangs up. Unanswered: DIALSTATUS + the customer's hangup cause tell why.",
+        f"exten => s,1,Dial(PJSIP/${{CALLCENTRE_CALLBACK_NUMBER}}@{trunk},${{CALLCENTRE_CALLBACK_RING}},g)",
+        ' same => n,GotoIf($["${DIALSTATUS}" = "ANSWER"]?connected)',
+        " same => n,Hangup()",
+        " same => n(connected),Wait(3600)",
         " same => n,Hangup()",
         "",
     ]

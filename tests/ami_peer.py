@@ -23,6 +23,17 @@ per-event reference pages):
 * Unknown action → ``Response: Error`` / ``Message: Invalid/unknown command``.
 * Events that happen while no manager is connected are not replayed on reconnect (Asterisk keeps
   no backlog): only channel *state* (``CoreShowChannels``) survives.
+* A callback (``Originate`` into a context ending in ``-callback``, see ``callcentre asterisk config``):
+  once the agent's channel is up the dialplan runs ``Dial(PJSIP/${CALLCENTRE_CALLBACK_NUMBER}@trunk,…)``,
+  which the peer plays as Asterisk reports it (``callback_outcome``): ``Newchannel`` for the customer's
+  channel, ``DialBegin`` (``Channel``/``Uniqueid`` = the agent's, ``DestChannel``/``DestUniqueid`` = the
+  customer's, ``DialString``), ``Newstate`` Ringing, then either ``DialEnd`` ``DialStatus: ANSWER`` and a
+  ``BridgeEnter`` per channel, or ``DialEnd`` with ``BUSY``/``NOANSWER``/``CONGESTION``, the customer
+  channel's ``Hangup`` with its Q.850 ``Cause`` (17 busy; 21 rejected, which Asterisk's
+  ``ast_hangup_cause_to_dial_status`` reports as ``NOANSWER``; 16 after a ring timeout, Asterisk
+  hanging the unanswered channel up itself; 34 congestion), then the agent's ``Hangup`` from the
+  dialplan's ``Hangup()``. ``chanunavail``: no channel could be created, so no ``DialBegin``/``DialEnd``;
+  ``Dial`` returns at once and the agent's leg is hung up.
 
 The test controls the peer: ``emit`` an event, ``replay`` a fixture file of recorded traffic
 (panoramisk style), ``drop_connections`` mid-call, ``pause`` accepting connections, add or remove
@@ -117,6 +128,11 @@ class AmiPeer:
         """Per action name: seconds to wait before responding (out-of-order responses)."""
         self.originate_outcome: str = "answer"
         """``answer``, ``noanswer``, ``busy``, or ``none`` (the test replays the events itself)."""
+        self.callback_outcome: str = "answer"
+        """The customer's side of a callback's ``Dial``: ``answer``, ``busy``, ``noanswer``, ``rejected``,
+        ``congestion``, ``chanunavail`` or ``none`` (nothing happens: the customer's phone rings on)."""
+        self.callback_channels: dict[str, str] = {}
+        """Agent channel → customer channel of each callback ``Dial`` the peer played."""
         self.logins = 0
         self._seq = 1000
         self._threads: list[threading.Thread] = []
@@ -376,6 +392,8 @@ class AmiPeer:
                 conn.send(encode([("Event", "OriginateResponse"), ("Privilege", "call,all"), ("ActionID", aid),
                                   ("Response", "Success"), ("Channel", channel), ("Context", action.get("Context", "")),
                                   ("Exten", action.get("Exten", "")), ("Reason", "4"), ("Uniqueid", uid)]))
+                if action.get("Context", "").endswith("-callback"):
+                    self._callback_dial(channel, uid, action)
             else:
                 reason = "3" if outcome == "noanswer" else "5"
                 conn.send(encode([("Event", "OriginateResponse"), ("Privilege", "call,all"), ("ActionID", aid),
@@ -383,6 +401,45 @@ class AmiPeer:
                                   ("Exten", action.get("Exten", "")), ("Reason", reason), ("Uniqueid", "<null>")]))
 
         threading.Thread(target=later, daemon=True).start()
+
+
+    def _callback_dial(self, agent_channel: str, agent_uid: str, action: dict[str, str]) -> None:
+        """The callback context's ``Dial`` of the customer, as Asterisk reports it (see the module docstring)."""
+        outcome = self.callback_outcome
+        variables = dict(v.partition("=")[::2] for v in filter(None, action.get("Variable", "").split(",")))
+        agent = {"Channel": agent_channel, "Uniqueid": agent_uid, "Linkedid": agent_uid,
+                 "Context": action.get("Context", ""), "Exten": "s"}
+        if outcome == "none":
+            return
+        if outcome == "chanunavail":
+            self.emit({"Event": "Hangup", **agent, "Cause": "16", "Cause-txt": "Normal Clearing"})
+            return
+        uid = self._next_uid()
+        customer = f"PJSIP/trunk-0000{self._seq}"
+        self.callback_channels[agent_channel] = customer
+        peer = {"Channel": customer, "Uniqueid": uid, "Linkedid": agent_uid}
+        dest = {"DestChannel": customer, "DestUniqueid": uid, "DestLinkedid": agent_uid}
+        self.emit({"Event": "Newchannel", **peer, "ChannelState": "0", "ChannelStateDesc": "Down",
+                   "Context": "from-trunk", "Exten": "s"})
+        self.emit({"Event": "DialBegin", **agent, **dest,
+                   "DialString": f"{variables.get('CALLCENTRE_CALLBACK_NUMBER', '')}@trunk"})
+        self.emit({"Event": "Newstate", **peer, "ChannelState": "5", "ChannelStateDesc": "Ringing"})
+        if outcome == "answer":
+            self.emit({"Event": "Newstate", **peer, "ChannelState": "6", "ChannelStateDesc": "Up"})
+            self.emit({"Event": "DialEnd", **agent, **dest, "DialStatus": "ANSWER"})
+            bridge = {"BridgeUniqueid": f"bridge-{agent_uid}", "BridgeType": "basic",
+                      "BridgeTechnology": "simple_bridge"}
+            self.emit({"Event": "BridgeEnter", **bridge, **agent, "BridgeNumChannels": "1"})
+            self.emit({"Event": "BridgeEnter", **bridge, **peer, "BridgeNumChannels": "2"})
+            return
+        status, cause, text = {
+            "busy": ("BUSY", "17", "User busy"), "noanswer": ("NOANSWER", "16", "Normal Clearing"),
+            "rejected": ("NOANSWER", "21", "Call Rejected"),
+            "congestion": ("CONGESTION", "34", "Circuit/channel congestion"),
+        }[outcome]
+        self.emit({"Event": "DialEnd", **agent, **dest, "DialStatus": status})
+        self.emit({"Event": "Hangup", **peer, "Cause": cause, "Cause-txt": text})
+        self.emit({"Event": "Hangup", **agent, "Cause": "16", "Cause-txt": "Normal Clearing"})
 
 
 @contextlib.contextmanager

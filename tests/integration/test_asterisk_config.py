@@ -43,3 +43,16 @@ def test_config_prints_manager_and_dialplan_matching_settings() -> None:
 def test_secret_only_on_request() -> None:
     env = {"CALLCENTRE_ASTERISK_AMI_SECRET": "top-secret-value"}
     assert "secret = top-secret-value" in run("asterisk", "config", "--show-secret", env=env)
+
+
+def test_callback_context_dials_the_customer_over_the_trunk() -> None:
+    """The ``[callcentre-callback]`` context the backend Originates agents into: ``Dial`` of
+    ``PJSIP/${CALLCENTRE_CALLBACK_NUMBER}@<asterisk.trunk>`` for ``${CALLCENTRE_CALLBACK_RING}`` seconds with
+    option ``g`` (the agent's leg goes on when the customer leaves the bridge), a connected agent waits
+    (hold, the platform's Bridge back), an unanswered one is hung up; transfers use the same trunk."""
+    out = run("asterisk", "config", env={"CALLCENTRE_ASTERISK_TRUNK": "carrier1"})
+    context = out.split("[callcentre-callback]", 1)[1]
+    assert "exten => s,1,Dial(PJSIP/${CALLCENTRE_CALLBACK_NUMBER}@carrier1,${CALLCENTRE_CALLBACK_RING},g)" in context
+    assert ' same => n,GotoIf($["${DIALSTATUS}" = "ANSWER"]?connected)\n same => n,Hangup()' in context
+    assert " same => n(connected),Wait(3600)" in context
+    assert "exten => _X.,1,Dial(PJSIP/${EXTEN}@carrier1,60)" in out
