@@ -57,6 +57,9 @@ class AgentLegs:
         def _clear_gather(self, call: CallerCall) -> None: ...
         def _forget_sip(self, sip_call_id: str, owner: object) -> None: ...
         def hangup(self, call_id: str) -> None: ...
+        def _callback_agent_answered(self, call: CallerCall, agent: AgentLeg) -> None: ...
+        def _callback_discard(self, call: CallerCall) -> None: ...
+        def _callback_agent_left(self, call: CallerCall) -> None: ...
 
     def connect_agent(self, call_id: str, agent: AgentEndpoint, ring_seconds: float) -> None:
         call = self.calls.get(call_id)
@@ -83,24 +86,10 @@ class AgentLegs:
             return
         if purpose == "agent":
             self._tap_agent(call.call_id, media)
-        sip_call_id = f"{new_tag(20)}@{self.address[0]}"
-        local_tag = new_tag()
         target = host_port_of(uri)
         if self.settings.mode == "registered" and self.settings.registrar:
             target = host_port_of(self.settings.registrar)  # the proxy knows where the agent registered
-        leg = Leg(sip_call_id, local_tag, target, uri,
-                  local_header=f"<sip:callcentre@{self.address[0]}:{self.address[1]}>;tag={local_tag}",
-                  remote_header=f"<{uri}>", cseq=1, media=media)
-        via, branch = self._via()
-        sdp = build_sdp(random.randint(1, 2**31), self.address[0], media.local_port, media.payload_type, 101)
-        invite = "\r\n".join([
-            f"INVITE {uri} SIP/2.0", via, "Max-Forwards: 70",
-            f"From: {leg.local_header}", f"To: {leg.remote_header}", f"Call-ID: {sip_call_id}",
-            "CSeq: 1 INVITE", self._contact_header(), f"Allow: {ALLOW}",
-            "User-Agent: callcentre (pyVoIP 1.6.8)", "Content-Type: application/sdp",
-            f"Content-Length: {len(sdp)}",
-        ]) + "\r\n\r\n" + sdp
-        agent_leg = AgentLeg(call.call_id, agent_id, leg, invite.encode(), branch, purpose=purpose)
+        agent_leg = self._outgoing_leg(call.call_id, agent_id, uri, target, media, purpose)
         with call.lock:
             old = call.consult if purpose == "consult" else call.agent
             if purpose == "consult":
@@ -110,19 +99,53 @@ class AgentLegs:
             if old is not None:
                 self._drop_agent_leg(old)
         with self._lock:
-            self._by_sip[sip_call_id] = agent_leg
+            self._by_sip[agent_leg.leg.sip_call_id] = agent_leg
         agent_leg.cancel_timer = self.media.call_later(
             ring_seconds, lambda: self._agent_ring_timeout(agent_leg))
-        self._send(agent_leg.invite, target)
-        self.media.call_later(0.5, lambda: self._retransmit_invite(agent_leg, target, 0.5))
+        self._send_invite(agent_leg)
 
-    def _retransmit_invite(self, agent: AgentLeg, target: Address, interval: float) -> None:
-        """RFC 3261 Timer A: resend the INVITE (0.5 s, doubling) until any response; the ring timer ends it."""
-        if agent.responded or agent.failed or agent.answered or agent.leg.ended:
-            return
+    def _outgoing_leg(
+        self, call_id: str, agent_id: int, uri: str, target: Address, media: RtpSession, purpose: str
+    ) -> AgentLeg:
+        """A new dialog we start (agent, consulted agent, transfer target or callback customer) and its INVITE."""
+        sip_call_id = f"{new_tag(20)}@{self.address[0]}"
+        local_tag = new_tag()
+        leg = Leg(sip_call_id, local_tag, target, uri,
+                  local_header=f"<sip:callcentre@{self.address[0]}:{self.address[1]}>;tag={local_tag}",
+                  remote_header=f"<{uri}>", cseq=1, media=media)
+        invite, branch = self._build_invite(leg)
+        return AgentLeg(call_id, agent_id, leg, invite, branch, purpose=purpose)
+
+    def _build_invite(self, leg: Leg, extra: tuple[str, ...] = ()) -> tuple[bytes, str]:
+        """The INVITE for ``leg`` at its current CSeq (a fresh branch each time: a new transaction)."""
+        assert leg.media is not None
+        media = leg.media
+        via, branch = self._via()
+        sdp = build_sdp(random.randint(1, 2**31), self.address[0], media.local_port, media.payload_type, 101)
+        invite = "\r\n".join([
+            f"INVITE {leg.remote_uri} SIP/2.0", via, "Max-Forwards: 70",
+            f"From: {leg.local_header}", f"To: {leg.remote_header}", f"Call-ID: {leg.sip_call_id}",
+            f"CSeq: {leg.cseq} INVITE", self._contact_header(), f"Allow: {ALLOW}", *extra,
+            "User-Agent: callcentre (pyVoIP 1.6.8)", "Content-Type: application/sdp",
+            f"Content-Length: {len(sdp)}",
+        ]) + "\r\n\r\n" + sdp
+        return invite.encode(), branch
+
+    def _send_invite(self, agent: AgentLeg) -> None:
+        """Send the leg's INVITE and keep resending it (Timer A) until any response."""
+        target = agent.leg.remote
         self._send(agent.invite, target)
+        invite = agent.invite
+        self.media.call_later(0.5, lambda: self._retransmit_invite(agent, target, 0.5, invite))
+
+    def _retransmit_invite(self, agent: AgentLeg, target: Address, interval: float, invite: bytes) -> None:
+        """RFC 3261 Timer A: resend the INVITE (0.5 s, doubling) until any response; the ring timer ends it.
+        A newer INVITE for the leg (re-sent with credentials) has its own timer: this one stops."""
+        if agent.responded or agent.failed or agent.answered or agent.leg.ended or agent.invite is not invite:
+            return
+        self._send(invite, target)
         interval *= 2
-        self.media.call_later(interval, lambda: self._retransmit_invite(agent, target, interval))
+        self.media.call_later(interval, lambda: self._retransmit_invite(agent, target, interval, invite))
 
     def _on_agent_invite_response(self, agent: AgentLeg, msg: RawSip, number: int) -> None:
         status = msg.status
@@ -131,13 +154,7 @@ class AgentLegs:
             return
         leg = agent.leg
         if 200 <= status < 300:
-            leg.remote_header = msg.get("to")
-            contact = uri_of(msg.get("contact"))
-            if contact:
-                leg.remote_uri = contact
-            leg.routes = list(reversed(msg.get_all("record-route")))
-            if not leg.routes and self.settings.mode == "direct" and contact:
-                leg.remote = host_port_of(contact)
+            self._establish_dialog(leg, msg)
             self._send_ack(agent, msg, number)
             if agent.answered:
                 return  # retransmitted 200
@@ -162,6 +179,9 @@ class AgentLegs:
                 leg.media.payload_type = pt
             if agent.purpose == "consult":
                 self._bridge_consult(call, agent)
+            elif call.callback is not None and not call.answered:
+                self._callback_agent_answered(call, agent)  # ringback, AgentAnswered, then dial the customer
+                return
             else:
                 self._bridge(call, agent)
             if agent.purpose in ("agent", "consult"):
@@ -172,6 +192,16 @@ class AgentLegs:
         if agent.cancel_timer is not None:
             agent.cancel_timer()
         self._agent_failed(agent)
+
+    def _establish_dialog(self, leg: Leg, msg: RawSip) -> None:
+        """The dialog our INVITE created (its 2xx): remote tag, target (Contact) and route set."""
+        leg.remote_header = msg.get("to")
+        contact = uri_of(msg.get("contact"))
+        if contact:
+            leg.remote_uri = contact
+        leg.routes = list(reversed(msg.get_all("record-route")))
+        if not leg.routes and self.settings.mode == "direct" and contact:
+            leg.remote = host_port_of(contact)
 
     def _send_ack(self, agent: AgentLeg, msg: RawSip, number: int, failure: bool = False) -> None:
         leg = agent.leg
@@ -201,7 +231,7 @@ class AgentLegs:
         cancel = "\r\n".join([
             f"CANCEL {leg.remote_uri} SIP/2.0", via, "Max-Forwards: 70",
             f"From: {leg.local_header}", f"To: {leg.remote_header}", f"Call-ID: {leg.sip_call_id}",
-            "CSeq: 1 CANCEL", "Content-Length: 0",
+            f"CSeq: {leg.cseq} CANCEL", "Content-Length: 0",
         ]) + "\r\n\r\n"
         self._send(cancel.encode(), leg.remote)
 
@@ -228,6 +258,8 @@ class AgentLegs:
         self.media.call_later(32.0, lambda: self._forget_sip(agent.leg.sip_call_id, agent))
         if agent.purpose in ("agent", "consult"):
             self._publish(AgentNoAnswer(agent.call_id, agent_id=agent.agent_id))
+            if call is not None and call.callback is not None and agent.purpose == "agent":
+                self._callback_discard(call)  # the customer was never dialled: the attempt just ends
         elif call is not None:
             self.hangup(call.call_id)  # blind transfer target unreachable: nothing else to offer
 
@@ -256,6 +288,8 @@ class AgentLegs:
             if call.consult is not None:
                 return  # consulting: the caller is already held; complete or cancel ends it
             call.on_hold = on
+            if call.callback is not None and not call.answered:
+                return  # the agent hears ringback; the customer gets music when they answer
             agent = call.agent
             caller_media = call.leg.media
             if caller_media is None:
@@ -281,6 +315,9 @@ class AgentLegs:
             agent.leg.media.close()
             agent.leg.media = None
         if call is None:
+            return
+        if call.callback is not None and not call.answered and call.agent is agent:
+            self._callback_agent_left(call)  # the customer is still ringing: CANCEL it, CallHungUp
             return
         with call.lock:
             if call.consult is agent:

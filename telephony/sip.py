@@ -50,6 +50,7 @@ from telephony.agent_legs import ALLOW, AgentLegs
 from telephony.audio import ClipCache, EncodedClip, encode, split_frames, tone_linear16
 from telephony.rtp_relay import MediaEngine, NoRtpPortError
 from telephony.sdp import SdpError, build_sdp, parse_offer
+from telephony.sip_callback import CallbackDialling
 from telephony.sip_message import (
     RawSip,
     SipSyntaxError,
@@ -100,7 +101,7 @@ class _PhoneShim:
     _status: Any = None
 
 
-class SipBackend(AgentLegs):
+class SipBackend(CallbackDialling, AgentLegs):
     """:class:`telephony.base.TelephonyBackend` on pyVoIP's SIP transport and our media engine."""
 
     name = "sip"
@@ -458,7 +459,7 @@ class SipBackend(AgentLegs):
 
     def _on_cancel(self, msg: RawSip, addr: Address) -> None:
         found = self._by_sip.get(msg.call_id)
-        if not isinstance(found, CallerCall):
+        if not isinstance(found, CallerCall) or found.callback is not None:  # we sent a callback's INVITE
             self._send(build_response(msg, 481, "Call/Transaction Does Not Exist"), addr)
             return
         call = found
@@ -491,9 +492,12 @@ class SipBackend(AgentLegs):
             self._on_register_response(msg)
             return
         found = self._by_sip.get(msg.call_id)
-        if not isinstance(found, AgentLeg) or method != "INVITE":
+        if method != "INVITE":
             return
-        self._on_agent_invite_response(found, msg, number)
+        if isinstance(found, CallerCall) and found.callback is not None:
+            self._on_customer_invite_response(found, msg, number)  # our INVITE to a callback's customer
+        elif isinstance(found, AgentLeg):
+            self._on_agent_invite_response(found, msg, number)
 
     # ---- IVR actions --------------------------------------------------------------------------
     def perform(self, call_id: str, action: Action) -> None:
@@ -664,6 +668,8 @@ class SipBackend(AgentLegs):
             answered = call.answered
         if answered:
             self._send_in_dialog(call.leg, "BYE")
+        elif call.callback is not None:
+            self._callback_hangup(call)  # the customer is not connected yet: CANCEL their INVITE
         else:
             call.cancelled = True
             self._send(build_response(call.invite, 480, "Temporarily Unavailable", to_tag=call.leg.local_tag),

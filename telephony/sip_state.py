@@ -77,6 +77,9 @@ class CallerCall:
     last_response: bytes = b""
     hold_timer: Callable[[], None] | None = None
     grace_timer: Callable[[], None] | None = None
+    callback: CallbackDial | None = None
+    """Set when the platform dialled this call (a callback): ``leg`` is then OUR dialog to the customer
+    (we are the UAC), ``invite`` our INVITE to them and ``offer`` our own SDP until they answer."""
 
 
 @dataclass
@@ -93,3 +96,18 @@ class AgentLeg:
     """``agent``, ``consult`` (a warm transfer's second agent) or ``transfer`` (a blind transfer out)."""
     responded: bool = False
     """Any response to our INVITE arrived (stops its retransmission)."""
+
+
+@dataclass
+class CallbackDial:
+    """A callback being dialled (``telephony/sip_callback.py``): the agent first, then the customer."""
+
+    customer: AgentLeg
+    """Our INVITE transaction to the customer (its ``leg`` is the call's ``leg``); never logged."""
+    ring_seconds: float
+    dialled: bool = False
+    """The customer's INVITE went out (the agent answered)."""
+    authenticated: bool = False
+    """The INVITE was re-sent with digest credentials once (a second challenge fails the attempt)."""
+    outcome: str = ""
+    """``answered``, or the reason the attempt ended (``busy``, ``no-answer`` …); set once."""

@@ -12,10 +12,10 @@ import threading
 from typing import Any
 
 from callcentre.bus import EventBus
-from callcentre.domain.events import AgentAnswered, AgentNoAnswer, CallEnded
+from callcentre.domain.events import AgentAnswered, AgentNoAnswer, CallbackUnanswered, CallEnded
 from callcentre.settings import Settings
 from ivr.actions import Action
-from telephony.base import AgentEndpoint, TelephonyBackend, can_consult
+from telephony.base import AgentEndpoint, TelephonyBackend, can_call_back, can_consult
 from telephony.webrtc.gateway import WebRtcGateway
 
 BROWSER = "browser"
@@ -32,6 +32,12 @@ class BrowserAgentBackend:
 
     def __getattr__(self, name: str) -> Any:
         # Further powers of the wrapped backend (address, transfer helpers, supervision …).
+        if name == "call_back":
+            # Routed like connect_agent (a browser agent is rung at the gateway), and only offered when the
+            # wrapped backend can dial callbacks, so ``can_call_back(wrapper)`` stays truthful.
+            if not can_call_back(self.inner):
+                raise AttributeError(name)
+            return self._call_back
         return getattr(self.inner, name)
 
     @property
@@ -46,6 +52,7 @@ class BrowserAgentBackend:
     def start(self, bus: EventBus) -> None:
         self.bus = bus
         bus.subscribe(CallEnded, lambda event: self.forget(event.call_id))
+        bus.subscribe(CallbackUnanswered, lambda event: self.forget(event.call_id))  # that agent leg is over
         self.webrtc_gateway.start()
         self.inner.start(bus)
 
@@ -102,6 +109,19 @@ class BrowserAgentBackend:
         else:  # the wrapped backend cannot consult: the old hold-and-ring
             self.inner.hold(call_id, True)
             self.inner.connect_agent(call_id, target, ring_seconds)
+
+    def _call_back(
+        self, call_id: str, number: str, agent: AgentEndpoint, ring_seconds: float, customer_ring_seconds: float
+    ) -> None:
+        """``call_back`` (see ``__getattr__``): the agent may be a browser or a SIP phone."""
+        target = self._route(call_id, agent)
+        if target is None:
+            if self.bus is not None:
+                self.bus.publish(AgentNoAnswer(call_id, agent_id=agent.agent_id))
+            return
+        inner = self.inner
+        assert can_call_back(inner)
+        inner.call_back(call_id, number, target, ring_seconds, customer_ring_seconds)
 
     def complete_consult(self, call_id: str) -> None:
         if can_consult(self.inner):

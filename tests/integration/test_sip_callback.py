@@ -1,0 +1,346 @@
+"""Callbacks on the embedded SIP endpoint: the agent is rung first, then the customer is dialled and bridged.
+
+Real peers on loopback: the agent is a headless baresip (it answers and "talks" a 700 Hz tone), the
+customer is a sipp UAS (``tests/fixtures/sipp/callback_uas*.xml``: answers and talks the shipped G.711
+speech pcap into our RTP, sends our audio to the test's RTP sink; or answers 486; or only rings), or a
+baresip registered to kamailio when kamailio is the ``outbound_proxy``.
+"""
+
+from __future__ import annotations
+
+import audioop
+import collections
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callcentre.bus import EventBus
+from callcentre.domain.events import (
+    AgentAnswered,
+    AgentNoAnswer,
+    CallbackAnswered,
+    CallbackUnanswered,
+    CallHungUp,
+    Event,
+)
+from callcentre.settings import Settings
+from telephony.base import AgentEndpoint, can_call_back
+from tests.baresip import Baresip
+from tests.integration.sip_fixtures import EventLog, sip_settings_fixture, workdir  # noqa: F401
+from tests.integration.test_sip_consult import ToneAgent, tone_share
+from tests.kamailio import start_kamailio
+from tests.sipp import FIXTURES, RtpSink, SippRun, free_udp_port
+
+pytestmark = [pytest.mark.peer, pytest.mark.slow]
+
+NUMBER = "5550100"
+ORIGINAL_CALL = "call-original-0001"
+"""The call id of the caller's first call, already ended (the backend has never seen it)."""
+
+
+@dataclass
+class Endpoint:
+    backend: Any
+    log: EventLog
+    audio: collections.Counter[tuple[str, str]]
+    """Loud frames the backend handed to ``audio_sink`` per (call id, "caller"|"agent") — what recording gets."""
+
+
+@pytest.fixture(name="endpoint_factory")
+def endpoint_factory_fixture(sip_settings: Settings) -> Iterator[Any]:
+    started: list[Any] = []
+
+    def start(outbound_proxy: str = "", **sip: Any) -> Endpoint:
+        from callcentre.bootstrap import prompts_dir
+        from telephony.sip import SipBackend
+
+        settings = sip_settings.replace("sip", outbound_proxy=outbound_proxy, **sip)
+        backend = SipBackend(settings.sip, prompts_dir(settings))
+        audio: collections.Counter[tuple[str, str]] = collections.Counter()
+        lock = threading.Lock()
+
+        def sink(call_id: str, leg: str, pcm: bytes) -> None:
+            if audioop.rms(pcm, 2) > 300:
+                with lock:
+                    audio[(call_id, leg)] += 1
+
+        backend.audio_sink = sink
+        bus = EventBus()
+        log = EventLog()
+        bus.subscribe(Event, log)
+        backend.start(bus)
+        started.append(backend)
+        return Endpoint(backend, log, audio)
+
+    yield start
+    for backend in started:
+        backend.stop()
+
+
+def start_agent(tmp_path: Path, user: str = "agent01", cls: type[Baresip] = Baresip, **options: Any) -> Baresip:
+    """A baresip agent; retried because a probed free port can be taken by a parallel run."""
+    for attempt in range(3):
+        agent = cls(workdir(tmp_path, f"{user}-{attempt}"), user=user, **options)
+        try:
+            return agent.start()
+        except RuntimeError:
+            agent.stop()
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def customer(
+    tmp_path: Path, name: str, ring_ms: int = 300, auth: str = "", status: str = "", **variables: str
+) -> SippRun:
+    """A sipp UAS customer on a free port (the callback's outbound proxy points at it)."""
+    work = workdir(tmp_path, f"customer-{name}")
+    text = (FIXTURES / name).read_text().replace("STATUS_LINE", status)
+    text = text.replace("<!--RING-->", f'<pause milliseconds="{ring_ms}"/>')
+    text = text.replace("<!--AUTH-->", auth)
+    scenario = work / name
+    scenario.write_text(text)
+    port = free_udp_port()
+    return SippRun(scenario, f"127.0.0.1:{port + 2}", work, variables=variables, local_port=port, timeout_s=30)
+
+
+def ringback_frames(agent: Baresip) -> int:
+    """20 ms frames of the 425 Hz ringing tone in the agent phone's dump of what it decoded."""
+    dumps = sorted((agent.workdir / "dump").glob("dump-*-dec.wav"))
+    assert dumps, f"baresip {agent.user} dumped no received audio"
+    data = dumps[-1].read_bytes()
+    pcm = data[data.index(b"data") + 8 :]
+    frames = (pcm[i : i + 320] for i in range(0, len(pcm) - 319, 320))
+    return sum(1 for f in frames if audioop.rms(f, 2) > 300 and tone_share(f, 425.0) > 0.5)
+
+
+def proxy_of(run: SippRun) -> str:
+    return f"127.0.0.1:{run.local_port}"
+
+
+def names(log: EventLog) -> list[str]:
+    return [type(e).__name__ for e in log.events]
+
+
+def test_callback_rings_agent_then_customer_bridges_both_ways_and_ends_on_agent_bye(
+    endpoint_factory: Any, tmp_path: Path
+) -> None:
+    sink = RtpSink().start()
+    run = customer(tmp_path, "callback_uas.xml", ring_ms=1500, sinkport=str(sink.port))
+    ep = endpoint_factory(outbound_proxy=proxy_of(run))
+    agent = start_agent(tmp_path, cls=ToneAgent)  # dumps what it hears (baresip sndfile)
+    try:
+        run.start()
+        assert can_call_back(ep.backend)
+        ep.backend.call_back(ORIGINAL_CALL, NUMBER, AgentEndpoint(1, agent.contact), 10, 10)
+        ep.log.wait_for(AgentAnswered, timeout=10)
+        agent.wait_event("CALL_ESTABLISHED", timeout=5)
+        call = ep.backend.calls[ORIGINAL_CALL]
+        assert call.agent is not None and call.agent.leg.media is not None
+        agent_media = call.agent.leg.media
+        time.sleep(0.3)
+        assert not call.answered  # the customer rings for 1.5 s, the agent hears ringback meanwhile
+
+        answered = ep.log.wait_for(CallbackAnswered, timeout=10)
+        assert answered.call_id == ORIGINAL_CALL and answered.agent_id == 1
+        customer_media = call.leg.media
+        assert customer_media is not None
+        loud_before = sink.loud_frames
+        time.sleep(2.5)
+        # agent → customer: baresip's tone reaches the customer's RTP sink through our relay
+        assert sink.loud_frames - loud_before > 30
+        # customer → agent: sipp's speech pcap arrives on the customer leg and is relayed to the agent
+        assert customer_media.stats.received_loud > 5 and customer_media.stats.relayed > 50
+        # what the recording is fed: the customer on the "caller" channel, the agent on "agent"
+        assert ep.audio[(ORIGINAL_CALL, "caller")] > 5 and ep.audio[(ORIGINAL_CALL, "agent")] > 5
+
+        # hold works on a callback call: nothing relayed while held, music to the customer
+        ep.backend.hold(ORIGINAL_CALL, True)
+        time.sleep(0.3)
+        relayed = agent_media.stats.relayed
+        time.sleep(0.8)
+        assert agent_media.stats.relayed == relayed
+        ep.backend.hold(ORIGINAL_CALL, False)
+        time.sleep(0.6)
+        assert agent_media.stats.relayed > relayed
+
+        agent.hangup()
+        hung = ep.log.wait_for(CallHungUp, timeout=10)
+        assert hung.call_id == ORIGINAL_CALL and hung.by == "agent"
+        assert run.wait(15) == 0, run.errors()  # the customer got our BYE (2 s after the agent left)
+    finally:
+        run.stop()
+        agent.stop()
+        sink.stop()
+    assert ringback_frames(agent) >= 25  # ≥ 0.5 s of 425 Hz in what the agent's phone decoded
+    kinds = names(ep.log)
+    assert kinds.index("AgentAnswered") < kinds.index("CallbackAnswered") < kinds.index("CallHungUp")
+    assert not ep.log.of(CallbackUnanswered) and not ep.log.of(AgentNoAnswer)
+
+
+@pytest.mark.parametrize(("status", "reason"), [("486 Busy Here", "busy"), ("603 Decline", "rejected"),
+                                                ("503 Service Unavailable", "failed")])
+def test_refused_callback_ends_the_agent_leg(
+    endpoint_factory: Any, tmp_path: Path, status: str, reason: str
+) -> None:
+    run = customer(tmp_path, "callback_uas_busy.xml", status=status)
+    ep = endpoint_factory(outbound_proxy=proxy_of(run))
+    agent = start_agent(tmp_path)
+    try:
+        run.start()
+        ep.backend.call_back(ORIGINAL_CALL, NUMBER, AgentEndpoint(7, agent.contact), 10, 10)
+        unanswered = ep.log.wait_for(CallbackUnanswered, timeout=10)
+        assert (unanswered.call_id, unanswered.agent_id, unanswered.reason) == (ORIGINAL_CALL, 7, reason)
+        agent.wait_event("CALL_CLOSED", timeout=5)  # the agent's answered leg got our BYE
+        assert run.wait(10) == 0, run.errors()  # the final response was ACKed
+    finally:
+        run.stop()
+        agent.stop()
+    assert names(ep.log) == ["AgentAnswered", "CallbackUnanswered"]
+    assert ORIGINAL_CALL not in ep.backend.calls
+
+
+def test_callback_ringing_out_is_cancelled_as_no_answer(endpoint_factory: Any, tmp_path: Path) -> None:
+    run = customer(tmp_path, "callback_uas_ring.xml")
+    ep = endpoint_factory(outbound_proxy=proxy_of(run))
+    agent = start_agent(tmp_path)
+    try:
+        run.start()
+        started = time.monotonic()
+        ep.backend.call_back(ORIGINAL_CALL, NUMBER, AgentEndpoint(2, agent.contact), 10, 2.0)
+        unanswered = ep.log.wait_for(CallbackUnanswered, timeout=10)
+        assert unanswered.reason == "no-answer" and time.monotonic() - started >= 2.0
+        assert run.wait(10) == 0, run.errors()  # sipp got our CANCEL, and our ACK for its 487
+        agent.wait_event("CALL_CLOSED", timeout=5)
+    finally:
+        run.stop()
+        agent.stop()
+    assert not ep.log.of(CallHungUp)
+
+
+def test_agent_hanging_up_while_the_customer_rings_cancels_it(endpoint_factory: Any, tmp_path: Path) -> None:
+    run = customer(tmp_path, "callback_uas_ring.xml")
+    ep = endpoint_factory(outbound_proxy=proxy_of(run))
+    agent = start_agent(tmp_path)
+    try:
+        run.start()
+        ep.backend.call_back(ORIGINAL_CALL, NUMBER, AgentEndpoint(3, agent.contact), 10, 20)
+        ep.log.wait_for(AgentAnswered, timeout=10)
+        time.sleep(0.8)  # the customer's phone rings
+        agent.hangup()
+        hung = ep.log.wait_for(CallHungUp, timeout=5)
+        assert hung.call_id == ORIGINAL_CALL and hung.by == "agent"
+        assert run.wait(10) == 0, run.errors()  # CANCEL reached the customer
+    finally:
+        run.stop()
+        agent.stop()
+    assert not ep.log.of(CallbackUnanswered) and ORIGINAL_CALL not in ep.backend.calls
+
+
+def test_unreachable_customer_fails_and_an_unanswering_agent_is_never_bridged(
+    endpoint_factory: Any, tmp_path: Path
+) -> None:
+    dead = free_udp_port()  # nobody listens: no response at all
+    ep = endpoint_factory(outbound_proxy=f"127.0.0.1:{dead}")
+    agent = start_agent(tmp_path)
+    sleepy = start_agent(tmp_path, user="agent02", answermode="manual")
+    try:
+        ep.backend.call_back(ORIGINAL_CALL, NUMBER, AgentEndpoint(4, agent.contact), 10, 1.5)
+        unanswered = ep.log.wait_for(CallbackUnanswered, timeout=10)
+        assert unanswered.reason == "failed"
+        agent.wait_event("CALL_CLOSED", timeout=5)
+
+        # The next attempt: this agent does not answer → AgentNoAnswer only; the customer is never dialled.
+        ep.backend.call_back("call-original-0002", NUMBER, AgentEndpoint(5, sleepy.contact), 1.0, 5)
+        sleepy.wait_event("CALL_INCOMING", timeout=5)
+        missed = ep.log.wait_for(AgentNoAnswer, timeout=5)
+        assert missed.call_id == "call-original-0002" and missed.agent_id == 5
+        sleepy.wait_event("CALL_CLOSED", timeout=5)  # our CANCEL
+        time.sleep(0.3)
+    finally:
+        agent.stop()
+        sleepy.stop()
+    assert [type(e).__name__ for e in ep.log.events if e.call_id == "call-original-0002"] == ["AgentNoAnswer"]
+    assert not ep.backend.calls
+
+
+def test_without_an_outbound_proxy_direct_mode_fails_at_once(endpoint_factory: Any) -> None:
+    ep = endpoint_factory(outbound_proxy="")
+    ep.backend.call_back(ORIGINAL_CALL, NUMBER, AgentEndpoint(6, "sip:agent06@127.0.0.1:9"), 10, 10)
+    unanswered = ep.log.wait_for(CallbackUnanswered, timeout=2)
+    assert unanswered.reason == "failed" and names(ep.log) == ["CallbackUnanswered"]  # agent never rung
+
+
+def test_digest_challenge_is_answered(endpoint_factory: Any, tmp_path: Path) -> None:
+    """The customer's side (a trunk) challenges the INVITE; sipp's ``verifyauth`` checks our answer."""
+    challenge = """
+  <send>
+    <![CDATA[
+      SIP/2.0 401 Unauthorized
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      WWW-Authenticate: Digest realm="trunk.test", nonce="[pid]n[call_number]cb", qop="auth"
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <recv request="INVITE" crlf="true">
+    <action><verifyauth assign_to="authvalid" username="callcentre" password="trunk-secret"/></action>
+  </recv>
+  <nop hide="true" test="authvalid" next="good"/>
+  <nop><action><exec int_cmd="stop_now"/></action></nop>
+  <label id="good"/>
+"""
+    sink = RtpSink().start()
+    run = customer(tmp_path, "callback_uas.xml", auth=challenge, sinkport=str(sink.port))
+    ep = endpoint_factory(outbound_proxy=proxy_of(run), username="callcentre", password="trunk-secret")
+    agent = start_agent(tmp_path)
+    try:
+        run.start()
+        ep.backend.call_back(ORIGINAL_CALL, NUMBER, AgentEndpoint(8, agent.contact), 10, 10)
+        ep.log.wait_for(CallbackAnswered, timeout=10)
+        ep.backend.hangup(ORIGINAL_CALL)  # platform hang-up: BYE to both
+        hung = ep.log.wait_for(CallHungUp, timeout=5)
+        assert hung.by == "platform"
+        assert run.wait(10) == 0, run.errors()
+        agent.wait_event("CALL_CLOSED", timeout=5)
+    finally:
+        run.stop()
+        agent.stop()
+        sink.stop()
+
+
+def test_callback_through_kamailio_to_a_registered_customer(endpoint_factory: Any, tmp_path: Path) -> None:
+    """kamailio is the outbound proxy; the customer's phone (baresip) registered to it; the customer hangs up."""
+    kamailio = start_kamailio(tmp_path / "kamailio")
+    agent = start_agent(tmp_path)
+    phone = start_agent(tmp_path, user=NUMBER, registrar=f"{kamailio.host}:{kamailio.port}")
+    try:
+        phone.wait_registered()
+        ep = endpoint_factory(outbound_proxy=f"{kamailio.host}:{kamailio.port}")
+        ep.backend.call_back(ORIGINAL_CALL, NUMBER, AgentEndpoint(9, agent.contact), 10, 10)
+        ep.log.wait_for(CallbackAnswered, timeout=10)
+        call = ep.backend.calls[ORIGINAL_CALL]
+        assert call.leg.routes  # kamailio record-routed: in-dialog requests go through it
+        time.sleep(2.0)
+        assert call.leg.media is not None and call.agent is not None and call.agent.leg.media is not None
+        # both phones send a tone; each reaches the other through our relay
+        assert call.leg.media.stats.received_loud > 5 and call.leg.media.stats.relayed > 30
+        assert call.agent.leg.media.stats.received_loud > 5 and call.agent.leg.media.stats.relayed > 30
+        phone.hangup()  # the customer's BYE, through kamailio
+        hung = ep.log.wait_for(CallHungUp, timeout=5)
+        assert hung.call_id == ORIGINAL_CALL and hung.by == "caller"
+        agent.wait_event("CALL_CLOSED", timeout=5)  # the agent's leg was ended
+    finally:
+        phone.stop()
+        agent.stop()
+        kamailio.stop()
+    assert names(ep.log)[:3] == ["AgentAnswered", "CallbackAnswered", "CallHungUp"]
