@@ -33,9 +33,13 @@ from callcentre.domain.events import (
     CallTransferred,
 )
 from ivr.actions import Transfer
+from routing.reservations import CUSTOMER_UNANSWERED
 from telephony.base import AgentEndpoint
 
 log = logging.getLogger(__name__)
+
+CUSTOMER_UNANSWERED_REASONS = frozenset(CUSTOMER_UNANSWERED.values())
+"""End reasons of a callback leg whose customer never came on the line (``routing.reservations``)."""
 
 NOT_READY_REASONS = ("break", "lunch", "training", "meeting", "admin", "coaching")
 TRANSFER_KINDS = ("blind", "warm")
@@ -563,8 +567,9 @@ class ConsoleActions:
                 raise ActionError(409, "hang up or transfer before wrapping up")
             if db.scalar(select(Disposition).where(Disposition.code == disposition)) is None:
                 raise ActionError(400, "choose a disposition code")
-            if seg.end_reason != "transferred":
-                # The agent who finished the call decides the outcome; one who handed it on only adds notes.
+            if seg.end_reason != "transferred" and seg.end_reason not in CUSTOMER_UNANSWERED_REASONS:
+                # The agent who finished the call decides the outcome; one who handed it on, or whose
+                # callback attempt the customer did not answer, only adds notes.
                 call.disposition = disposition
                 call.resolved = resolved
                 if call.state == CallState.ENDED.value and call.outcome in ("", "completed", "unresolved", "resolved"):

@@ -8,6 +8,7 @@ Event → work (the pipeline, in one table at :meth:`Dispatcher.subscribe`):
 * ``AgentNoAnswer``   → the call goes back to its ORIGINAL place; M misses in a row → agent Not Ready
 * ``CallHungUp``      → a waiting caller leaves (unless they chose a callback), a ringing agent is freed
 * ``DigitsReceived``  → the callback key of a queued caller: they hang up and keep their place
+* ``CallbackRequested`` (from the IVR menu, not the queue) → a place in the flow's queue as a callback
 * ``CallbackAnswered`` → the customer picked up a callback: the agent's leg starts, the call is answered
 * ``CallbackUnanswered`` → the customer did not: agent to wrap-up; the entry retries later from its
   ORIGINAL place, or after ``callback_max_attempts`` diallings it is given up (``callback_failed``)
@@ -205,6 +206,7 @@ class Dispatcher:
             (AgentNoAnswer, self.on_no_answer),
             (CallHungUp, self.on_hung_up),
             (DigitsReceived, self.on_digits),
+            (CallbackRequested, self.on_callback_requested),
             (CallbackAnswered, self.on_callback_answered),
             (CallbackUnanswered, self.on_callback_unanswered),
         ]
@@ -440,6 +442,39 @@ class Dispatcher:
         for item in published:
             self.bus.publish(item)
         self.dispatch()
+
+    def on_callback_requested(self, event: CallbackRequested) -> None:
+        """A callback chosen in the IVR (menu or after hours) takes a place in its queue from now; one
+        chosen while queued (``keep_place``) already has its place (:meth:`on_digits`)."""
+        if event.keep_place:
+            return
+        if not event.number.strip():
+            log.warning("call %s: callback requested without a number to call; not queued", event.call_id)
+            return
+        now = self.clock()
+        with self._lock:
+            with session_scope(self.sessions) as session:
+                call = session.get(Call, event.call_id)
+                queue = session.scalars(select(Queue).where(Queue.name == event.queue)).first()
+                required = queue_requirements(queue.required_skills if queue is not None else [])
+                reservations.enqueue(
+                    session,
+                    event.call_id,
+                    event.queue,
+                    now=now,
+                    required_skills=required,
+                    priority=call.priority if call is not None else 0,
+                    language=call.language if call is not None and call.language else "en",
+                    reason=call.reason if call is not None else "",
+                    customer_id=call.customer_id if call is not None else None,
+                    preferred_agent_id=self._preferred_agent(session, call),
+                )
+                if call is not None and call.queue_id is None and queue is not None:
+                    call.queue_id, call.queued_at = queue.id, call.queued_at or now
+                queued = reservations.request_callback(session, event.call_id, event.number, now=now)
+            if queued:
+                log.info("call %s: callback from the IVR queued in %s", event.call_id, event.queue)
+                self.dispatch()
 
     @staticmethod
     def _dialling_agent(session: Session, entry: QueueEntry) -> int | None:

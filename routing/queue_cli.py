@@ -1,6 +1,7 @@
 """``callcentre queues``: what operators check when callers complain about waiting.
 
-Waiting calls per queue (with callbacks holding a place), live reservations (who is ringing for
+Waiting calls per queue (with callbacks holding a place: due now, waiting for a retry after the
+customer did not answer, not dialled because the backend cannot, given up today), live reservations (who is ringing for
 which call, until when), agents on a miss streak or set Not Ready for missed offers, transfers by
 reason. Ids and counts only: no caller numbers or names are printed.
 """
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 from callcentre.db.base import utcnow
 from callcentre.db.models import Agent, AgentOfferStreak, QueueEntry, Reservation
 from routing import reservations, transfers
+from routing.callbacks import callback_counts
 
 
 def queue_status(session: Session, now: datetime) -> dict[str, Any]:
@@ -64,6 +66,7 @@ def queue_status(session: Session, now: datetime) -> dict[str, Any]:
     counts = transfers.transfer_counts(session)
     return {
         "queues": queues,
+        "callbacks": callback_counts(session, now, now.replace(hour=0, minute=0, second=0, microsecond=0)),
         "reservations": live,
         "miss_streaks": streaks,
         "not_ready_for_missed_offers": not_ready,
@@ -109,6 +112,15 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
         click.echo(
             f"{name:<16}{q['waiting']:>8}{q['callbacks']:>10}{q.get('ringing', 0):>8}{q['longest_wait_s']:>13.0f}s"
         )
+    if data["callbacks"]:
+        click.echo(
+            f"\n{'callbacks':<16}{'due':>6}{'retry later':>13}{'dialling':>10}{'not dialled':>13}{'given up today':>16}"
+        )
+        for name, c in sorted(data["callbacks"].items()):
+            click.echo(
+                f"{name:<16}{c['waiting']:>6}{c['retry_pending']:>13}{c['in_progress']:>10}"
+                f"{c['not_dialled']:>13}{c['given_up']:>16}"
+            )
     click.echo(f"\nlive reservations: {len(data['reservations'])}")
     for r in data["reservations"]:
         click.echo(

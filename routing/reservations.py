@@ -764,7 +764,8 @@ def callback_not_dialled(
     """A callback reservation expired and nobody dialled (the backend cannot): the agent is released
     without a miss on their streak, the entry keeps its place with ``callback_result='not-dialled'``
     and waits ``retry_seconds`` so it does not tie up an agent every second. No attempt is counted."""
-    if not _end(session, call_id, agent_id, "missed", "not_dialled", now):
+    # "cancelled", not "missed": it was not the agent's miss, so the router need not avoid them next time.
+    if not _end(session, call_id, agent_id, "cancelled", "not_dialled", now):
         return None
     _close_offer_segment(session, call_id, agent_id, "not_dialled", now)
     _rows(

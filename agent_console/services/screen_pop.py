@@ -2,7 +2,8 @@
 
 IVR context (verified items marked, sensitive ones masked), the router's "why", notes left by
 agents who transferred the call, the customer record with earlier calls, transcripts and
-satisfaction scores, and similar resolved calls. Read-only; one session, a handful of queries.
+satisfaction scores, and similar resolved calls; for a callback, whose callback it is, which attempt
+and how it is going. Read-only; one session, a handful of queries.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from callcentre.db.models import (
     SurveyResponse,
     Transcript,
 )
+from routing.callbacks import callback_status
 
 MASK = "••••"
 HISTORY_LIMIT = 10
@@ -139,8 +141,11 @@ def customer_record(db: Session, customer: Customer, exclude_call: str) -> dict[
     }
 
 
-def build_screen_pop(db: Session, call_id: str, viewer_agent_id: int | None = None) -> dict[str, Any] | None:
-    """The whole screen pop for ``call_id`` as JSON-ready data, or None if there is no such call."""
+def build_screen_pop(
+    db: Session, call_id: str, viewer_agent_id: int | None = None, *, callback_max_attempts: int | None = None
+) -> dict[str, Any] | None:
+    """The whole screen pop for ``call_id`` as JSON-ready data, or None if there is no such call.
+    ``callback`` is None for an ordinary call, else :func:`routing.callbacks.callback_status`."""
     call = db.get(Call, call_id)
     if call is None:
         return None
@@ -166,6 +171,7 @@ def build_screen_pop(db: Session, call_id: str, viewer_agent_id: int | None = No
             "required_skills": call.required_skills,
             "route_why": call.route_why,
         },
+        "callback": callback_status(db, call.id, max_attempts=callback_max_attempts),
         "ivr": context_items(db, call.id),
         "segments": segs,
         "transfer_notes": [s for s in segs if s["transfer_note"]],
