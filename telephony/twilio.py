@@ -14,6 +14,12 @@ pushed live with ``calls(sid).update(twiml=…)``.
   ``DialCallStatus`` no-answer/busy/failed → ``AgentNoAnswer`` and the caller goes back in the queue).
 * ``hangup`` → ``calls(sid).update(status="completed")``; ``start_recording`` →
   ``calls(sid).recordings.create(recordingChannels="dual", recordingStatusCallback=…)``.
+* ``call_back`` (agent first) → ``calls.create(to=agent, from_=twilio.from_number, url=/twilio/callback-agent,
+  timeout=ring, statusCallback=/twilio/callback-status)``; the agent answering fetches that URL, whose TwiML
+  (prepared here and kept in ``webhook_responses``, so the number never travels in a URL) is
+  ``<Dial timeout=customer ring action=/twilio/callback-result><Number statusCallbackEvent="answered">``.
+  The webhooks turn the callbacks into ``AgentAnswered`` / ``AgentNoAnswer`` / ``CallbackAnswered`` /
+  ``CallbackUnanswered`` / ``CallHungUp``.
 
 Prompts play as ``<Play>`` of the recorded WAV when the platform has a public URL and the file
 exists, else as ``<Say>`` of the prompt text.
@@ -22,6 +28,7 @@ exists, else as ``<Say>`` of the prompt text.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -48,6 +55,8 @@ log = logging.getLogger(__name__)
 
 BACKEND = "twilio"
 PLATFORM_HANGUP = "platform-hangup"
+CALLBACK_TWIML = "callback-twiml"
+"""``webhook_responses`` step holding the TwiML prepared for a callback's agent leg (keyed by the leg token)."""
 
 
 class TwilioUnsupported(CallCentreError):
@@ -111,6 +120,15 @@ def agent_noun(dial: Dial, contact: str, callback: str) -> None:
         raise ValueError(f"cannot ring agent contact {contact!r} on Twilio; use client:LOGIN, sip:URI or +E164")
 
 
+def agent_address(contact: str) -> str:
+    """The ``To`` of a REST-created call to an agent: ``client:login``, a SIP URI or an E.164 number."""
+    if contact.startswith("client:") and len(contact) > len("client:"):
+        return contact
+    if contact.startswith(("sip:", "sips:")) or (contact.startswith("+") and contact[1:].isdigit()):
+        return contact
+    raise ValueError(f"cannot ring agent contact {contact!r} on Twilio; use client:LOGIN, sip:URI or +E164")
+
+
 class TwilioBackend:
     name = BACKEND
 
@@ -167,6 +185,38 @@ class TwilioBackend:
         response.append(dial)
         self.client.calls(sid).update(twiml=str(response))
 
+    def call_back(self, call_id: str, number: str, agent: AgentEndpoint, ring_seconds: float,
+                  customer_ring_seconds: float) -> None:
+        """Agent first: a new REST call to the agent; on answer its TwiML dials the customer.
+
+        The agent leg is tracked as another ``backend_calls`` row of ``call_id`` (the original, ended
+        call), so ``hangup`` and recordings reach it; once the customer answers, their leg is added
+        and becomes the call's leg. The number is never logged and never put in a URL.
+        """
+        if not self.settings.from_number:
+            raise ValueError("twilio.from_number must be set: it is the caller id of callback calls")
+        if not number or not (number.lstrip("+").isdigit()):
+            raise ValueError(f"call {call_id}: the callback number is not a diallable number")
+        to = agent_address(agent.contact)
+        leg = secrets.token_hex(8)
+        query = {"call": call_id, "agent": str(agent.agent_id), "leg": leg}
+        response = VoiceResponse()
+        dial = Dial(timeout=max(1, round(customer_ring_seconds)), action=self.urls.of("callback-result", **query),
+                    method="POST", caller_id=self.settings.from_number)
+        dial.number(number, status_callback_event="answered", status_callback_method="POST",
+                    status_callback=self.urls.of("callback-answered", **query))
+        response.append(dial)
+        with session_scope(self.sessions) as session:
+            session.add(WebhookResponse(backend=BACKEND, ref=leg, step=CALLBACK_TWIML, body=str(response)))
+        call = self.client.calls.create(
+            to=to, from_=self.settings.from_number, url=self.urls.of("callback-agent", **query), method="POST",
+            timeout=max(1, round(ring_seconds)), status_callback=self.urls.of("callback-status", **query),
+            status_callback_event=["completed"], status_callback_method="POST",
+        )
+        with session_scope(self.sessions) as session:
+            session.add(BackendCall(backend=BACKEND, ref=str(call.sid), call_id=call_id))
+        log.info("call %s: callback leg %s rings agent %s", call_id, call.sid, agent.agent_id)
+
     def hold(self, call_id: str, on: bool) -> None:
         raise TwilioUnsupported(call_id, "hold", "putting one party on hold needs a Twilio Conference")
 
@@ -186,9 +236,11 @@ class TwilioBackend:
 
     # -- state -----------------------------------------------------------------------------------
     def call_sid(self, call_id: str) -> str:
+        """The call's current leg: the newest one (a callback adds legs to the original call's id)."""
         with self.sessions() as session:
             row = session.scalar(select(BackendCall).where(BackendCall.backend == BACKEND,
-                                                           BackendCall.call_id == call_id))
+                                                           BackendCall.call_id == call_id)
+                                 .order_by(BackendCall.id.desc()).limit(1))
             if row is None:
                 raise KeyError(f"no Twilio call for {call_id}")
             return row.ref

@@ -20,6 +20,11 @@ Routes (all POST except the prompt audio):
 ``agent-answered`` ``<Client statusCallbackEvent="answered">`` → ``AgentAnswered``
 ``agent-result``   ``<Dial action>``: ``DialCallStatus`` no-answer/busy/failed → ``AgentNoAnswer``, caller re-queued
 ``status``         call status callback: final status → ``CallHungUp``
+``callback-agent``    a callback's agent leg answered (its ``Url``) → ``AgentAnswered``; TwiML dials the customer
+``callback-answered`` ``<Number statusCallbackEvent="answered">`` → the customer's leg joins → ``CallbackAnswered``
+``callback-result``   ``<Dial action>``: ``DialCallStatus`` completed → ``CallHungUp``; busy / no-answer / failed /
+                      canceled → ``CallbackUnanswered`` and the agent's leg ends
+``callback-status``   the agent leg's status callback: no-answer / busy / failed / canceled → ``AgentNoAnswer``
 ``recording``      recording status callback: ``completed`` → download → ``Recording`` row → transcription job
 ``prompts/<id>.wav`` (GET) the recorded prompts, for ``<Play>``
 """
@@ -49,6 +54,8 @@ from callcentre.domain.events import (
     AgentAnswered,
     AgentNoAnswer,
     CallArrived,
+    CallbackAnswered,
+    CallbackUnanswered,
     CallHungUp,
     DigitsReceived,
     InputTimedOut,
@@ -57,13 +64,25 @@ from callcentre.domain.events import (
 from callcentre.domain.ids import new_call_id
 from callcentre.ivr_service import IvrService
 from ivr.state import state_from_dict, state_to_dict
-from telephony.twilio import BACKEND, PLATFORM_HANGUP, Capture, MediaFetcher, TwilioBackend, fetch_media
+from telephony.twilio import (
+    BACKEND,
+    CALLBACK_TWIML,
+    PLATFORM_HANGUP,
+    Capture,
+    MediaFetcher,
+    TwilioBackend,
+    fetch_media,
+)
 
 log = logging.getLogger(__name__)
 
 XML = "text/xml"
 FINAL_STATUSES = {"completed", "busy", "failed", "no-answer", "canceled"}
 AGENT_MISSED = {"no-answer", "busy", "failed", "canceled"}
+CALLBACK_REASONS = {"busy": "busy", "no-answer": "no-answer", "failed": "failed", "canceled": "failed"}
+"""``DialCallStatus`` of a callback's customer leg → ``CallbackUnanswered.reason``. Twilio has no separate
+status for a declined call (it reports ``busy`` or ``no-answer``); ``canceled`` means the agent's leg
+ended while the customer was still ringing."""
 UNKNOWN_CALLERS = {"", "anonymous", "unknown", "restricted", "+266696687"}
 """Twilio reports withheld numbers as ``anonymous`` (and historically ``+266696687``)."""
 WaitAnnouncer = Callable[[str, int, float], tuple[int, int | None]]
@@ -339,6 +358,114 @@ class TwilioWebhooks:
 
         return self.once(call_id, f"agent-result-{agent_id}-{leg}", produce)
 
+    # -- callbacks (agent first, then the customer) -------------------------------------------------------
+    def callback_agent(self, call_id: str, agent_id: int, leg: str, form: dict[str, str]) -> str:
+        """The agent answered the callback leg (Twilio fetches the call's ``Url``): ``AgentAnswered``; the
+        TwiML prepared by ``call_back`` then dials the customer while the agent hears the ringback."""
+        with self.sessions() as session:
+            prepared = session.scalar(select(WebhookResponse.body).where(
+                WebhookResponse.backend == BACKEND, WebhookResponse.ref == leg, WebhookResponse.step == CALLBACK_TWIML))
+
+        def produce(session: Session) -> str:
+            if not prepared:
+                log.warning("call %s: callback leg %s has nothing prepared to dial; hanging up", call_id, leg)
+                response = VoiceResponse()
+                response.hangup()
+                return str(response)
+            self.bus.publish(AgentAnswered(call_id, agent_id=agent_id))
+            return prepared
+
+        return self.once(leg, "callback-agent", produce)
+
+    def callback_answered(self, call_id: str, agent_id: int, leg: str, form: dict[str, str]) -> str:
+        """``<Number statusCallbackEvent="answered">``: the customer picked up. Their leg (``CallSid``, a child
+        of the agent's) becomes the call's current leg (``hangup``, recordings), then ``CallbackAnswered``."""
+        customer = form.get("CallSid", "")
+        if form.get("CallStatus", "in-progress") not in {"in-progress", "answered"}:
+            return str(VoiceResponse())
+
+        def produce(session: Session) -> str:
+            if customer and self._row(session, customer) is None:
+                with session_scope(self.sessions) as own:
+                    own.add(BackendCall(backend=BACKEND, ref=customer, call_id=call_id))
+            self._callback_connected(call_id, agent_id, leg)
+            return str(VoiceResponse())
+
+        return self.once(leg, "callback-answered", produce)
+
+    def callback_result(self, call_id: str, agent_id: int, leg: str, form: dict[str, str]) -> str:
+        """``<Dial action>`` of the callback's agent leg: the customer leg is over. ``completed`` (they had
+        answered) → the conversation ended: ``CallHungUp`` (by the agent when the agent's own leg is
+        ``completed``, else by the customer, or ``platform`` when we ended it); anything else →
+        ``CallbackUnanswered`` and the agent's leg is ended with a short explanation."""
+        status = form.get("DialCallStatus", "")
+
+        def produce(session: Session) -> str:
+            response = VoiceResponse()
+            if status in {"completed", "answered"}:
+                # Normally the answered callback came first; if it was lost, this is proof enough.
+                self._callback_connected(call_id, agent_id, leg)
+                by = "agent" if form.get("CallStatus", "") == "completed" else "caller"
+                if self._platform_ended(session, form.get("CallSid", ""), form.get("DialCallSid", "")):
+                    by = "platform"
+                self._callback_over(call_id, leg, by, status)
+            else:
+                reason = CALLBACK_REASONS.get(status, "failed")
+                log.info("call %s: callback not answered (%s)", call_id, reason)
+                self.bus.publish(CallbackUnanswered(call_id, agent_id=agent_id, reason=reason))
+                response.say("The customer could not be reached.", language=self.backend.language)
+            response.hangup()
+            return str(response)
+
+        return self.once(leg, "callback-result", produce)
+
+    def callback_status(self, call_id: str, agent_id: int, leg: str, form: dict[str, str]) -> str:
+        """The agent leg's status callback (``completed`` event). Never answered (no-answer, busy, failed,
+        canceled) → ``AgentNoAnswer``. Ended while connected → the conversation is over, reported once
+        together with the ``<Dial action>`` (whichever Twilio sends first)."""
+        status = form.get("CallStatus", "")
+        if status not in FINAL_STATUSES:
+            return str(VoiceResponse())
+
+        def produce(session: Session) -> str:
+            if status in AGENT_MISSED:
+                self.bus.publish(AgentNoAnswer(call_id, agent_id=agent_id))
+            elif self._answered(session, leg, "callback-connected"):
+                by = "platform" if self._platform_ended(session, form.get("CallSid", "")) else "agent"
+                self._callback_over(call_id, leg, by, status)
+            return str(VoiceResponse())
+
+        return self.once(leg, "callback-status", produce)
+
+    def _callback_connected(self, call_id: str, agent_id: int, leg: str) -> None:
+        def produce(session: Session) -> str:
+            self.bus.publish(CallbackAnswered(call_id, agent_id=agent_id))
+            if self.backend.settings.record_conversations:
+                try:
+                    self.backend.start_recording(call_id)
+                except Exception:  # the conversation matters more than its recording
+                    log.exception("call %s: starting the recording failed", call_id)
+            return "connected"
+
+        self.once(leg, "callback-connected", produce)
+
+    def _callback_over(self, call_id: str, leg: str, by: str, cause: str) -> None:
+        def produce(session: Session) -> str:
+            self.bus.publish(CallHungUp(call_id, by=by, cause=cause))
+            return by
+
+        self.once(leg, "callback-hungup", produce)
+
+    def _answered(self, session: Session, ref: str, step: str) -> bool:
+        return bool(session.scalar(select(WebhookResponse.body).where(
+            WebhookResponse.backend == BACKEND, WebhookResponse.ref == ref, WebhookResponse.step == step)))
+
+    def _platform_ended(self, session: Session, *sids: str) -> bool:
+        refs = [sid for sid in sids if sid]
+        return bool(refs) and session.scalar(select(WebhookResponse.id).where(
+            WebhookResponse.backend == BACKEND, WebhookResponse.ref.in_(refs),
+            WebhookResponse.step == PLATFORM_HANGUP).limit(1)) is not None
+
     def _wait_first_answer(self, session: Session, sid: str) -> BackendCall:
         """A callback that overtook the answer to the incoming-call webhook (another worker is still
         answering it): wait for that answer rather than mistake the call for one past its IVR."""
@@ -508,6 +635,29 @@ def twilio_blueprint(hooks: TwilioWebhooks) -> Blueprint:
     def agent_result() -> Response:
         call_id, agent_id = call_and_agent()
         return _twiml(hooks.agent_result(call_id, agent_id, form()))
+
+    def callback_leg() -> tuple[str, int, str]:
+        call_id, agent_id = call_and_agent()
+        leg = request.args.get("leg", "")
+        if not (len(leg) == 16 and all(c in "0123456789abcdef" for c in leg)):
+            abort(400, "leg is required")
+        return call_id, agent_id, leg
+
+    @bp.post("/callback-agent")
+    def callback_agent() -> Response:
+        return _twiml(hooks.callback_agent(*callback_leg(), form()))
+
+    @bp.post("/callback-answered")
+    def callback_answered() -> Response:
+        return _twiml(hooks.callback_answered(*callback_leg(), form()))
+
+    @bp.post("/callback-result")
+    def callback_result() -> Response:
+        return _twiml(hooks.callback_result(*callback_leg(), form()))
+
+    @bp.post("/callback-status")
+    def callback_status() -> Response:
+        return _twiml(hooks.callback_status(*callback_leg(), form()))
 
     @bp.post("/status")
     def status() -> Response:
