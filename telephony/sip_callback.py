@@ -133,11 +133,6 @@ class CallbackDialling:
     ) -> None:
         """Ring ``agent``; when they answer, dial ``number`` and bridge (see the module docstring)."""
         uri = self._customer_uri(number)
-        if uri is None:
-            log.error("call %s: cannot dial the callback: set sip.outbound_proxy (host:port of a proxy or "
-                      "trunk), or use sip.mode = registered with a registrar", call_id)
-            self._publish(CallbackUnanswered(call_id, agent_id=agent.agent_id, reason="failed"))
-            return
         if call_id in self.calls:
             log.error("call %s: callback requested while the call is still connected; not dialled", call_id)
             self._publish(CallbackUnanswered(call_id, agent_id=agent.agent_id, reason="failed"))
@@ -151,8 +146,11 @@ class CallbackDialling:
         sink = self.audio_sink
         if sink is not None:
             media.on_audio = lambda pcm: sink(call_id, "caller", pcm)  # the customer is the call's caller
-        target = host_port_of(uri)
-        customer = self._outgoing_leg(call_id, agent.agent_id, uri, target, media, purpose="customer")
+        # No route to customers: the agent is still rung first, so the attempt is one the router counts
+        # (AgentAnswered, then CallbackUnanswered "failed"), and the INVITE is never sent anywhere.
+        target = host_port_of(uri) if uri is not None else ("unroutable.invalid", 9)
+        customer = self._outgoing_leg(call_id, agent.agent_id, uri or "sip:callback@unroutable.invalid", target,
+                                      media, purpose="customer")
         try:
             invite = parse(customer.invite)
             offer = parse_offer(customer.invite.split(b"\r\n\r\n", 1)[1].decode())
@@ -162,7 +160,7 @@ class CallbackDialling:
             self._publish(CallbackUnanswered(call_id, agent_id=agent.agent_id, reason="failed"))
             return
         call = CallerCall(call_id, customer.leg, invite, target, offer)
-        call.callback = CallbackDial(customer, customer_ring_seconds)
+        call.callback = CallbackDial(customer, customer_ring_seconds, routable=uri is not None)
         with self._lock:
             self.calls[call_id] = call
             self._by_sip[customer.leg.sip_call_id] = call
@@ -199,6 +197,12 @@ class CallbackDialling:
             if cb.dialled or cb.outcome or call.leg.ended:
                 return
             cb.dialled = True
+        if not cb.routable:
+            log.error("call %s: cannot dial the callback: set sip.outbound_proxy (host:port of a proxy or trunk), "
+                      "or use sip.mode = registered with a registrar", call.call_id)
+            customer.failed = True
+            self._callback_unanswered(call, "failed")
+            return
         customer.cancel_timer = self.media.call_later(cb.ring_seconds, lambda: self._customer_ring_timeout(call))
         sock = getattr(self, "sock", None)
         if sock is not None:

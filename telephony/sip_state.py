@@ -109,5 +109,7 @@ class CallbackDial:
     """The customer's INVITE went out (the agent answered)."""
     authenticated: bool = False
     """The INVITE was re-sent with digest credentials once (a second challenge fails the attempt)."""
+    routable: bool = True
+    """False when neither ``sip.outbound_proxy`` nor a registrar says where to send it: fails once the agent answers."""
     outcome: str = ""
     """``answered``, or the reason the attempt ended (``busy``, ``no-answer`` …); set once."""

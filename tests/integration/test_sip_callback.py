@@ -269,11 +269,17 @@ def test_unreachable_customer_fails_and_an_unanswering_agent_is_never_bridged(
     assert not ep.backend.calls
 
 
-def test_without_an_outbound_proxy_direct_mode_fails_at_once(endpoint_factory: Any) -> None:
+def test_without_an_outbound_proxy_direct_mode_fails_the_attempt(endpoint_factory: Any, tmp_path: Path) -> None:
+    """Nowhere to send the customer's INVITE: the attempt still follows the contract (the router counts it)."""
     ep = endpoint_factory(outbound_proxy="")
-    ep.backend.call_back(ORIGINAL_CALL, NUMBER, AgentEndpoint(6, "sip:agent06@127.0.0.1:9"), 10, 10)
-    unanswered = ep.log.wait_for(CallbackUnanswered, timeout=2)
-    assert unanswered.reason == "failed" and names(ep.log) == ["CallbackUnanswered"]  # agent never rung
+    agent = start_agent(tmp_path)
+    try:
+        ep.backend.call_back(ORIGINAL_CALL, NUMBER, AgentEndpoint(6, agent.contact), 10, 10)
+        unanswered = ep.log.wait_for(CallbackUnanswered, timeout=10)
+        assert unanswered.reason == "failed" and names(ep.log) == ["AgentAnswered", "CallbackUnanswered"]
+        agent.wait_event("CALL_CLOSED", timeout=5)
+    finally:
+        agent.stop()
 
 
 def test_digest_challenge_is_answered(endpoint_factory: Any, tmp_path: Path) -> None:
@@ -344,3 +350,115 @@ def test_callback_through_kamailio_to_a_registered_customer(endpoint_factory: An
         agent.stop()
         kamailio.stop()
     assert names(ep.log)[:3] == ["AgentAnswered", "CallbackAnswered", "CallHungUp"]
+
+
+CUSTOMER_HANGS_UP = """
+  <pause milliseconds="TALK_MS"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: <sip:customer@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+      To: [$platform]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200" next="done"/>
+"""
+
+
+def stereo_levels(path: str) -> tuple[int, int]:
+    """Loud 20 ms frames on the left (caller = the customer) and right (agent) channels of a recording."""
+    import wave
+
+    with wave.open(path) as wav:
+        assert wav.getnchannels() == 2 and wav.getframerate() == 8000
+        pcm = wav.readframes(wav.getnframes())
+    left, right = audioop.tomono(pcm, 2, 1, 0), audioop.tomono(pcm, 2, 0, 1)
+
+    def loud(mono: bytes) -> int:
+        return sum(1 for i in range(0, len(mono) - 319, 320) if audioop.rms(mono[i : i + 320], 2) > 300)
+
+    return loud(left), loud(right)
+
+
+def test_platform_calls_back_a_caller_who_chose_a_callback(demo_settings: Settings, tmp_path: Path) -> None:
+    """End to end through ``build_platform``: a sipp caller presses 9 ("call me back") in the shipped IVR and
+    is hung up on; an agent becomes available; the dispatcher reserves them and asks the SIP endpoint to
+    call back; the agent (baresip) answers, the customer (sipp UAS) is dialled, they talk, the customer
+    hangs up. The conversation is recorded under the original call, customer left, agent right."""
+    from sqlalchemy import select, update
+
+    from callcentre.db.models import Agent, Call, QueueEntry, Recording
+    from callcentre.domain.events import AgentStateChanged, CallbackRequested, CallEnded
+    from tests.integration.sip_fixtures import start_platform
+    from tests.sipp import render_scenario
+
+    sink = RtpSink().start()
+    callee = customer(tmp_path, "callback_uas.xml", sinkport=str(sink.port))
+    callee.scenario.write_text(callee.scenario.read_text().replace(
+        "<!--HANGUP-->", CUSTOMER_HANGS_UP.replace("TALK_MS", "3000")))
+    settings = demo_settings.replace(
+        "sip", host="127.0.0.1", port=0, rtp_port_low=0, rtp_port_high=0, numbers="1000",
+        outbound_proxy=proxy_of(callee),
+    ).replace("routing", callback_ring_seconds=10.0)
+    running = start_platform(settings)
+    agent = start_agent(tmp_path, user="agent06")
+    phone = "+15550100001"  # demo customer 1, known by caller ID
+    try:
+        with running.platform.session_factory() as s:
+            s.execute(update(Agent).values(state="logged_out"))  # nobody free: the callback waits
+            agent_id = s.scalars(select(Agent.id).where(Agent.login == "agent06")).one()
+            s.execute(update(Agent).where(Agent.id == agent_id).values(sip_contact=agent.contact))
+            s.commit()
+        work = workdir(tmp_path, "caller")
+        scenario = render_scenario("agent_call.xml", work, digits="9", first_pause_ms=600)
+        caller = SippRun(scenario, running.target, work, variables={"sinkport": str(sink.port), "caller": phone},
+                         timeout_s=30)
+        with caller:
+            requested = running.log.wait_for(CallbackRequested, timeout=15)
+            call_id = requested.call_id
+            assert caller.wait(20) == 0, caller.errors()  # the platform said goodbye and hung up
+        running.log.wait_for(CallEnded, timeout=5, where=lambda e: e.call_id == call_id)
+        assert call_id not in running.backend.calls  # the caller's own leg is gone
+
+        callee.start()
+        with running.platform.session_factory() as s:
+            s.execute(update(Agent).where(Agent.id == agent_id).values(state="available"))
+            s.commit()
+        running.platform.bus.publish(AgentStateChanged(agent_id, "available"))
+
+        answered = running.log.wait_for(AgentAnswered, timeout=10, where=lambda e: e.call_id == call_id)
+        assert answered.agent_id == agent_id
+        running.log.wait_for(CallbackAnswered, timeout=10)
+        hung = running.log.wait_for(CallHungUp, timeout=15, where=lambda e: e.by == "caller" and
+                                    running.log.of(CallbackAnswered) != [])
+        assert hung.call_id == call_id
+        assert callee.wait(10) == 0, callee.errors()
+        agent.wait_event("CALL_CLOSED", timeout=5)  # the agent's leg was ended
+        time.sleep(0.5)  # the recorder saves on the bus thread
+    finally:
+        callee.stop()
+        agent.stop()
+        sink.stop()
+        running.platform.stop()
+
+    dialled = running.log.events.index(answered) - 1  # from the agent's answer on, not the first call's hang-up
+    order = [type(e).__name__ for e in running.log.events[dialled:]
+             if e.call_id == call_id and type(e) in (AgentAnswered, CallbackAnswered, CallHungUp)]
+    assert order[:2] == ["AgentAnswered", "CallbackAnswered"] and "CallHungUp" in order[2:], [
+        (type(e).__name__, getattr(e, "by", "")) for e in running.log.events if e.call_id == call_id]
+    with running.platform.session_factory() as s:
+        entry = s.scalars(select(QueueEntry).where(QueueEntry.call_id == call_id)).one()
+        assert entry.callback_attempts == 1
+        call = s.get(Call, call_id)
+        assert call is not None and call.answered_at is not None
+        conversations = s.scalars(
+            select(Recording).where(Recording.call_id == call_id, Recording.kind == "conversation")).all()
+        assert len(conversations) == 1
+        customer_loud, agent_loud = stereo_levels(conversations[0].path)
+        assert customer_loud > 25 and agent_loud > 25  # both voices, each on its own channel
