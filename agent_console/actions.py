@@ -19,7 +19,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from callcentre.bus import EventBus
 from callcentre.db.base import utcnow
-from callcentre.db.models import Agent, Call, CallSegment, Disposition, Queue, Reservation, TransferRecord
+from callcentre.db.models import (
+    Agent,
+    Call,
+    CallSegment,
+    Disposition,
+    Queue,
+    QueueEntry,
+    Reservation,
+    TransferRecord,
+)
 from callcentre.db.session import session_scope
 from callcentre.domain.agent_state import AgentState
 from callcentre.domain.call_state import TRANSITIONS, CallState
@@ -34,7 +43,7 @@ from callcentre.domain.events import (
 )
 from ivr.actions import Transfer
 from routing.reservations import CUSTOMER_UNANSWERED
-from telephony.base import AgentEndpoint
+from telephony.base import AgentEndpoint, can_call_back
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +167,11 @@ class ConsoleActions:
             "dtmf",
             self.backend is not None and hasattr(self.backend, "send_dtmf"),
             f"{who} cannot send keypad tones; use your phone's keypad",
+        )
+        cap(
+            "callback",
+            self.backend is not None and can_call_back(self.backend),
+            f"{who} cannot dial customers back: callbacks keep their place but are not dialled",
         )
         modes = set(getattr(self.backend, "supervision_modes", ()) or ())
         for mode in SUPERVISION_MODES:
@@ -355,6 +369,9 @@ class ConsoleActions:
                 if seg is None and not ringing:
                     raise ActionError(403, "this call is not yours")
                 started = seg is not None and seg.started_at is not None
+            if not started and not ringing and self._dialling_customer(call_id):
+                # Agent first, then the customer: the attempt ends by itself (answer or no answer).
+                raise ActionError(409, "the customer is being dialled; wait for them to answer or not")
             if started:
                 self.backend.hangup(call_id)  # CallHungUp → the dispatcher closes legs, agent to wrap-up
             elif hasattr(self.backend, "agent_rejects"):
@@ -384,6 +401,11 @@ class ConsoleActions:
         else:
             events.append(CallHungUp(call_id, by="agent"))
         self._publish(events)
+
+    def _dialling_customer(self, call_id: str) -> bool:
+        with self.session_factory() as db:
+            status = db.scalar(select(QueueEntry.status).where(QueueEntry.call_id == call_id))
+        return status == "dialling"
 
     def caller_hung_up(self, call_id: str) -> None:
         """Without a dispatcher, on CallHungUp: close open agent legs; agents go to wrap-up."""

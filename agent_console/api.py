@@ -101,7 +101,16 @@ def current() -> Any:
         agent = db.get(Agent, u.agent_id)
         assert agent is not None
         cur = console.actions.current_call(db, u.agent_id)
-        pop = build_screen_pop(db, cur.call_id, viewer_agent_id=u.agent_id) if cur else None
+        pop = (
+            build_screen_pop(
+                db,
+                cur.call_id,
+                viewer_agent_id=u.agent_id,
+                callback_max_attempts=console.settings.routing.callback_max_attempts,
+            )
+            if cur
+            else None
+        )
         return jsonify(
             state=agent.state,
             reason=agent.state_reason,
@@ -130,7 +139,12 @@ def screen_pop(call_id: str) -> Any:
     if not _may_view(call_id):
         return jsonify(error="this call is not yours"), 403
     with get_console().session_factory() as db:
-        pop = build_screen_pop(db, call_id, viewer_agent_id=user().agent_id)
+        pop = build_screen_pop(
+            db,
+            call_id,
+            viewer_agent_id=user().agent_id,
+            callback_max_attempts=get_console().settings.routing.callback_max_attempts,
+        )
     if pop is None:
         return jsonify(error="no such call"), 404
     return jsonify(pop)

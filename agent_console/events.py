@@ -31,6 +31,7 @@ from callcentre.domain.events import (
     CallQueued,
     CallTransferred,
 )
+from routing.callbacks import CallbackDue, CallbackProgress, label
 
 log = logging.getLogger(__name__)
 bp = Blueprint("events", __name__, url_prefix="/events")
@@ -127,6 +128,8 @@ class PushHub:
             (CallTransferred, self._on_transferred),
             (CallHungUp, self._on_hung_up),
             (CallEnded, self._on_call_event),
+            (CallbackProgress, self._on_callback_progress),
+            (CallbackDue, self._on_callback_due),
         ]
         for event_type, handler in handlers:
             bus.subscribe(event_type, handler)
@@ -175,6 +178,24 @@ class PushHub:
             self.to_agent(agent_id, "hangup", {"call_id": event.call_id, "by": event.by})
         self.to_supervisors("calls", {"call_id": event.call_id, "event": "hangup"})
 
+    def _on_callback_progress(self, event: CallbackProgress) -> None:
+        """Dialling the customer / customer connected / did not answer (retry at HH:MM) / given up."""
+        data = {
+            "call_id": event.call_id,
+            "state": event.state,
+            "attempt": event.attempt,
+            "max_attempts": event.max_attempts,
+            "reason": event.reason,
+            "retry_at": event.retry_at.isoformat() if event.retry_at is not None else None,
+            "label": label(event.state, event.reason, event.retry_at),
+        }
+        self.to_agent(event.agent_id, "callback", data)
+        self.to_supervisors("calls", {"call_id": event.call_id, "event": f"callback_{event.state}"})
+
+    def _on_callback_due(self, event: CallbackDue) -> None:
+        # The backend cannot dial: supervisors must see it (never the number: ids only).
+        self.to_supervisors("calls", {"call_id": event.call_id, "event": "callback_not_dialled"})
+
     def _on_call_event(self, event: CallQueued | CallEnded) -> None:
         if isinstance(event, CallEnded):
             with self._lock:
@@ -193,6 +214,7 @@ def stream() -> Response:
     console = get_console()
     me = user()
     sub = console.hub.subscribe(me.agent_id, supervisor=me.is_supervisor)
+    max_attempts = console.settings.routing.callback_max_attempts
 
     def generate() -> Iterator[str]:
         from agent_console.services.screen_pop import build_screen_pop
@@ -210,7 +232,9 @@ def stream() -> Response:
                 data = message["data"]
                 if message["type"] == "offer":
                     with console.session_factory() as db:
-                        pop = build_screen_pop(db, data["call_id"], viewer_agent_id=me.agent_id)
+                        pop = build_screen_pop(
+                            db, data["call_id"], viewer_agent_id=me.agent_id, callback_max_attempts=max_attempts
+                        )
                     data = {**data, "screen_pop": pop, "pushed_at": time.time()}
                 yield _sse(message["type"], data)
         finally:

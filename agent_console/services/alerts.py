@@ -78,6 +78,27 @@ def evaluate(snapshot: dict[str, Any], *, longest_wait_seconds: float, min_csat:
                     f"{name}: service level {recent:.0%} in the last 30 min (target {target:.0%})",
                 )
             )
+        cb = q.get("callbacks") or {}
+        if cb.get("not_dialled"):
+            alerts.append(
+                Alert(
+                    f"callback_not_dialled:{name}",
+                    "callback_not_dialled",
+                    name,
+                    "high",
+                    f"{name}: {cb['not_dialled']} callback(s) waiting that this telephony backend cannot dial",
+                )
+            )
+        if cb.get("given_up"):
+            alerts.append(
+                Alert(
+                    f"callback_given_up:{name}",
+                    "callback_given_up",
+                    name,
+                    "medium",
+                    f"{name}: {cb['given_up']} callback(s) given up today (the customer never answered)",
+                )
+            )
         csat = m.get("csat_mean")
         if csat is not None and csat < min_csat:
             alerts.append(

@@ -1,6 +1,8 @@
 """Wallboard snapshot: queues (live waiting + metrics), agents and their time in state, intraday
-series, staffing advice and alerts. Metric *definitions* live in ``routing.reports`` (via
-``agent_console.services.metrics``); this module only gathers rows and shapes them for the page.
+series, staffing advice, alerts, and callbacks per queue (due now, waiting for a retry after the
+customer did not answer, not dialled because the backend cannot, given up today). Metric *definitions*
+live in ``routing.reports`` (via ``agent_console.services.metrics``); this module only gathers rows and
+shapes them for the page.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from callcentre.db.base import utcnow
 from callcentre.db.models import Agent, Call, CallSegment, Queue
 from callcentre.db.models.satisfaction import SupervisorAlert
 from callcentre.domain.call_state import CallState
+from routing.callbacks import callback_counts
 
 WAITING_STATES = (CallState.QUEUED.value, CallState.OFFERING.value)
 DEFAULT_AHT_SECONDS = 180.0
@@ -62,6 +65,8 @@ def snapshot(db: Session, now: datetime | None = None, capabilities: dict[str, A
     )
     agents = agents_view(db, now)
     staffed = sum(1 for a in agents if a["state"] not in ("logged_out",))
+    callbacks = callback_counts(db, now, day)
+    no_callbacks = {"waiting": 0, "retry_pending": 0, "not_dialled": 0, "in_progress": 0, "given_up": 0}
     out_queues = []
     for q in queues:
         waits = [(now - (queued or arrived)).total_seconds() for qid, queued, arrived in waiting_rows if qid == q.id]
@@ -90,6 +95,7 @@ def snapshot(db: Session, now: datetime | None = None, capabilities: dict[str, A
                 "sl_target_percent": q.sl_target_percent,
                 "metrics": figures,
                 "staffing": metrics.staffing_advice(db, q, now, staffed_agents=staffed),
+                "callbacks": callbacks.get(q.name, no_callbacks),
             }
         )
     survey_alerts = [

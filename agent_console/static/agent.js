@@ -8,7 +8,7 @@
   const $ = (id) => document.getElementById(id);
   const softphone = Softphones.create(cfg.softphone);
   const view = { state: "", since: null, callId: null, phase: null, callStart: null, wrapStart: null,
-                 onHold: false, muted: false, pop: null, consulting: null };
+                 onHold: false, muted: false, pop: null, consulting: null, callback: null };
   window.consoleView = view;  // read by the browser tests and handy in devtools
 
   function setText(id, text) { $(id).textContent = text; }
@@ -48,8 +48,10 @@
     show("screen-pop", active && !!view.pop);
     if (!active) return;
     setText("call-id", view.callId);
-    setText("call-phase", { ringing: "ringing", on_call: view.onHold ? "on hold" : "connected",
+    const dialling = view.callback && view.callback.state === "dialling" && view.phase === "on_call";
+    setText("call-phase", dialling ? "dialling the customer" : { ringing: "ringing", on_call: view.onHold ? "on hold" : "connected",
                             wrap_up: "wrap-up" }[view.phase]);
+    renderCallback();
     show("answer", view.phase === "ringing");
     show("consulting", !!view.consulting);
     for (const id of ["hold", "mute", "hangup"]) $(id).disabled = view.phase !== "on_call" && id !== "hangup";
@@ -61,9 +63,28 @@
     if (view.phase === "wrap_up" && !view.wrapStart) view.wrapStart = new Date();
   }
 
+  // ---- callback status (a caller who chose to be called back: attempt, dialling, connected, retry) ----
+  function callbackText(cb) {
+    let text = "Callback · attempt " + cb.attempt + (cb.max_attempts ? " of " + cb.max_attempts : "") + " · ";
+    if (cb.state === "retry" && cb.retry_at) {
+      const at = new Date(cb.retry_at);
+      const hhmm = String(at.getHours()).padStart(2, "0") + ":" + String(at.getMinutes()).padStart(2, "0");
+      return text + "customer did not answer" + (cb.reason ? " (" + cb.reason + ")" : "") + " — retry at " + hhmm;
+    }
+    return text + cb.label;
+  }
+  function renderCallback() {
+    const cb = view.callback;
+    show("callback-status", !!cb);
+    if (!cb) return;
+    setText("callback-status", callbackText(cb));
+    $("callback-status").dataset.state = cb.state;
+  }
+
   // ---- screen pop ------------------------------------------------------------------------------
   function renderPop(pop) {
     view.pop = pop;
+    if (pop.call && pop.call.id === view.callId) view.callback = pop.callback || null;
     const call = pop.call;
     setText("pop-reason", call.reason || "unknown");
     setText("pop-queue", call.queue || "–");
@@ -142,7 +163,7 @@
     offer: (d) => {
       window.lastOffer = { call_id: d.call_id, received_at: Date.now() / 1000, pushed_at: d.pushed_at };
       view.callId = d.call_id; view.phase = "ringing"; view.callStart = null; view.wrapStart = null;
-      view.onHold = false; view.muted = false;
+      view.onHold = false; view.muted = false; view.callback = null;
       if (d.screen_pop) renderPop(d.screen_pop);
       renderState("ringing", "", new Date().toISOString());
       renderCall(); notify(d.screen_pop); softphone.incoming(d);
@@ -152,6 +173,7 @@
     hangup: (d) => { softphone.hangup(d.call_id); refresh(); },
     transferred: () => refresh(),
     missed: () => refresh(),
+    callback: (d) => { if (d.call_id === view.callId) { view.callback = d; renderCall(); } refresh(); },
   }, $("live-status"));
 
   // ---- controls --------------------------------------------------------------------------------
@@ -220,6 +242,7 @@
                                      notes: $("wrap-notes").value }, "wrap-error");
     if (r.ok) {
       $("wrap-up-form").reset(); view.pop = null; view.callId = null; view.callStart = null; view.wrapStart = null;
+      view.callback = null;
       refresh();
     }
   });

@@ -26,9 +26,20 @@
         el("td", { text: pct(m.transfer_rate) }), el("td", { text: pct(m.fcr) }),
         el("td", { text: m.csat_mean === null ? "–" : m.csat_mean.toFixed(1) }),
         el("td", { class: "offered", text: m.offered }), el("td", { class: "answered", text: m.answered }),
+        callbackCell(q.callbacks),
         el("td", { title: st.arrivals_per_hour + " calls/h, AHT " + fmt(st.aht_seconds) + ", target " + st.target,
                    text: st.agents_needed })));
     }
+  }
+
+  // Callbacks holding a place: due now / waiting for a retry / not dialled (backend cannot) / given up today.
+  function callbackCell(cb) {
+    const c = cb || {};
+    const text = (c.waiting || 0) + " due · " + (c.retry_pending || 0) + " retry · " + (c.given_up || 0) + " given up"
+      + (c.not_dialled ? " · " + c.not_dialled + " not dialled" : "");
+    return el("td", { class: "callbacks" + (c.not_dialled || c.given_up ? " bad" : ""), "data-waiting": c.waiting || 0,
+                      "data-retry": c.retry_pending || 0, "data-given-up": c.given_up || 0,
+                      "data-not-dialled": c.not_dialled || 0, text });
   }
 
   function superviseButtons(a) {
