@@ -417,13 +417,18 @@ class AsteriskBackend:
             cause = keys.get("Cause", "")
             text = keys.get("Cause-txt", "normal") or "normal"
             if cb.state == "connected":
-                # Either side hanging up ends the callback; the other leg has nothing left to do.
-                other = call.agent_channel if uid == call.uniqueid else call.channel
-                by = "caller" if uid == call.uniqueid else "agent"
-                if uid in {call.uniqueid, call.agent_uniqueid}:
-                    self._end(call, by, text)
+                # Either side hanging up ends the callback; the other leg has nothing left to do. An
+                # agent leg still ringing (a transfer's connect_agent) that rings out ends nothing.
+                if uid == call.uniqueid:
+                    self._end(call, "caller", text)
                     cb.state = "over"
-                    self._hang_up_quietly(other)
+                    self._hang_up_quietly(call.agent_channel)
+                elif uid == call.agent_uniqueid and call.agent_settled and call.agent_connected:
+                    self._end(call, "agent", text)
+                    cb.state = "over"
+                    self._hang_up_quietly(call.channel)
+                elif uid == call.agent_uniqueid:
+                    call.agent_uniqueid = call.agent_channel = ""
             elif cb.state == "dialling":
                 if uid == call.uniqueid:
                     cb.customer_cause, cb.customer_gone = cause, True
@@ -485,7 +490,7 @@ class AsteriskBackend:
             call = self.call(self._originates.get(keys.get("ActionID", ""), ""))
             if call is None:
                 return
-            if call.callback is not None:
+            if call.callback is not None and keys.get("ActionID", "").startswith("cb-"):
                 self._callback_originated(call, call.callback, keys)
                 return
             if keys.get("Response", "").lower() == "success":

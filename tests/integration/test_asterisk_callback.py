@@ -185,6 +185,37 @@ def test_agent_hangs_up_after_connection(peer: AmiPeer, backend: tuple[AsteriskB
                                   ("CallHungUp", CALL, None, "agent")]
 
 
+def test_connected_callback_passed_to_another_agent(peer: AmiPeer, backend: tuple[AsteriskBackend, Recorder]) -> None:
+    """A transfer's ``connect_agent`` on a connected callback works as on any call: a second agent who
+    does not answer (``OriginateResponse`` Failure) → ``AgentNoAnswer`` and the customer stays; one who
+    answers → ``Bridge`` of the customer's channel with theirs and ``AgentAnswered``; their ``Hangup``
+    later ends the call once (``CallHungUp(by="agent")``) and the customer's leg is hung up."""
+    be, recorder = backend
+    ended_original_call(peer, be, recorder)
+    be.call_back(CALL, NUMBER, AgentEndpoint(4, "pjsip:agent04"), ring_seconds=10, customer_ring_seconds=20)
+    assert wait_for(lambda: recorder.of(CallbackAnswered))
+    call = be.call(CALL)
+    assert call is not None
+    customer = call.channel
+    peer.originate_outcome = "noanswer"
+    be.connect_agent(CALL, AgentEndpoint(11, "pjsip:agent11"), ring_seconds=5)
+    assert wait_for(lambda: recorder.of(AgentNoAnswer))
+    peer.originate_outcome = "answer"
+    be.connect_agent(CALL, AgentEndpoint(12, "pjsip:agent12"), ring_seconds=5)
+    assert wait_for(lambda: len(recorder.of(AgentAnswered)) == 2)
+    bridge = peer.actions_named("Bridge")[0]
+    assert (bridge["Channel1"], bridge["Channel2"]) == (customer, call.agent_channel)
+    assert call.agent_channel.startswith("PJSIP/agent12-")
+    peer.emit({"Event": "Hangup", "Channel": call.agent_channel, "Uniqueid": call.agent_uniqueid, "Cause": "16",
+               "Cause-txt": "Normal Clearing"})
+    assert wait_for(lambda: recorder.of(CallHungUp))
+    assert wait_for(lambda: [a for a in peer.actions_named("Hangup") if a["Channel"] == customer])
+    time.sleep(0.1)
+    assert recorder.summary() == [("AgentAnswered", CALL, 4, None), ("CallbackAnswered", CALL, 4, None),
+                                  ("AgentNoAnswer", CALL, 11, None), ("AgentAnswered", CALL, 12, None),
+                                  ("CallHungUp", CALL, None, "agent")]
+
+
 @pytest.mark.parametrize(("outcome", "reason"), [
     ("busy", "busy"), ("noanswer", "no-answer"), ("rejected", "rejected"), ("congestion", "failed"),
     ("chanunavail", "failed"),

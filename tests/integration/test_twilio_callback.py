@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, update
 from twilio.http.response import Response as TwilioResponse
 
 from callcentre.bootstrap import Platform, build_platform, prompts_dir
@@ -318,3 +318,73 @@ def test_call_back_refuses_what_it_cannot_dial(worker: Worker, demo_settings: Se
     with pytest.raises(ValueError, match="from_number"):
         bare.call_back(call_id, NUMBER, AgentEndpoint(1, "client:agent01"), 10, 20)
     assert not worker.http.posted("/Calls.json")
+
+
+def test_dispatcher_dials_an_ivr_callback_through_twilio(worker: Worker) -> None:
+    """End to end with the real IVR (shipped flow), dispatcher and router on the demo database: a known
+    caller chooses "call me back" (menu key 9, documented Gather ``Digits``), hears the goodbye
+    (``<Play>`` + ``<Hangup/>``) and hangs up (status callback ``completed``). When a general agent
+    becomes available the dispatcher reserves them and the backend rings them over REST (agent
+    first: ``To`` the agent's ``client:`` identity, ``Timeout`` = ``routing.ring_seconds``); their
+    answer (the ``Url`` webhook) dials the caller's own number for ``routing.callback_ring_seconds``;
+    the customer's ``answered`` callback connects the call (answered, agent on the call) and the
+    ``<Dial action>`` after the customer hangs up ends it as a callback, agent in wrap-up."""
+    from callcentre.db.models import Agent, QueueEntry
+    from callcentre.domain.events import AgentStateChanged
+
+    sessions = worker.platform.session_factory
+    with sessions() as s:
+        s.execute(update(Agent).values(state="logged_out"))
+        agent = s.scalar(select(Agent).where(Agent.login == "agent01"))
+        assert agent is not None
+        agent.sip_contact = "client:agent01"
+        agent_id = agent.id
+        s.commit()
+    phone = demo_customer(1)["phone"]
+    post_signed(worker.client, "/twilio/voice", call_params(ORIGINAL, phone))
+    goodbye = twiml(post_signed(worker.client, "/twilio/gather/1",
+                                {**call_params(ORIGINAL, phone, status="in-progress"), "Digits": "9"}))
+    assert [c.tag for c in goodbye][-1] == "Hangup"
+    worker.app.extensions["twilio_webhooks"].drain()
+    post_signed(worker.client, "/twilio/status", {**call_params(ORIGINAL, phone, status="completed"),
+                                                   "CallDuration": "20"})
+    with sessions() as s:
+        row = s.scalar(select(BackendCall).where(BackendCall.ref == ORIGINAL))
+        assert row is not None
+        call_id = row.call_id
+        entry = s.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+        assert entry is not None and entry.callback_number == phone and entry.status == "waiting"
+    assert not worker.http.posted("/Calls.json")
+
+    with sessions() as s:
+        s.execute(update(Agent).where(Agent.id == agent_id).values(state="available"))
+        s.commit()
+    worker.platform.bus.publish(AgentStateChanged(agent_id, "available"))
+    (created,) = worker.http.posted(f"/Accounts/{ACCOUNT_SID}/Calls.json")
+    assert created["data"]["To"] == "client:agent01" and created["data"]["From"] == FROM
+    assert created["data"]["Timeout"] == round(worker.platform.settings.routing.ring_seconds)
+    query = "?" + created["data"]["Url"].split("?", 1)[1]
+    assert query_of(created["data"]["Url"])["call"] == call_id
+
+    root = twiml(post_signed(worker.client, "/twilio/callback-agent" + query,
+                             {**agent_leg_params("in-progress"), "To": "client:agent01"}))
+    dial = root.find("Dial")
+    routing = worker.platform.settings.routing
+    assert dial is not None and dial.get("timeout") == str(round(routing.callback_ring_seconds))
+    number = dial.find("Number")
+    assert number is not None and number.text == phone
+    customer_answers(worker, query)
+    with sessions() as s:
+        call = s.get(Call, call_id)
+        assert call is not None and call.answered_at is not None
+        assert s.get(Agent, agent_id).state == "on_call"  # type: ignore[union-attr]
+
+    dial_result(worker, query, "completed", duration="95")
+    with sessions() as s:
+        call = s.get(Call, call_id)
+        assert call is not None and call.outcome == "callback"
+        assert s.get(Agent, agent_id).state == "wrap_up"  # type: ignore[union-attr]
+        entry = s.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+        assert entry is not None and entry.status == "done"
+    kinds = [name for name, _a, _x in worker.summary()]
+    assert kinds[-3:] == ["AgentAnswered", "CallbackAnswered", "CallHungUp"]
