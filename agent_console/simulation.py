@@ -2,7 +2,9 @@
 
 * :class:`SimulatedCallers` places calls on the in-memory backend at random (Poisson) times and
   answers the IVR like a person would: account number and PIN when asked, a menu choice, and
-  sometimes hangs up after waiting too long in the queue.
+  sometimes hangs up after waiting too long in the queue. When the platform calls one back (the
+  memory backend's simulated ``call_back``), the customer picks up after a few seconds — or, now and
+  then, is busy or does not answer, so the console shows retries too.
 * :class:`SimulatedAgents` are the agents nobody is logged in as: when a call is offered to one of
   them they answer after a few rings, talk, hang up, wrap up with a disposition and a note, and
   become available again, all through :class:`~agent_console.actions.ConsoleActions`, the same
@@ -111,9 +113,24 @@ class SimulatedCallers:
         self.placed = 0
         self.answered: set[str] = set()
         self.ended: set[str] = set()
-        bus.subscribe(AgentAnswered, lambda e: self.answered.add(e.call_id))
+        bus.subscribe(AgentAnswered, self._agent_answered)
         bus.subscribe(CallHungUp, lambda e: self.ended.add(e.call_id))
         bus.subscribe(CallEnded, lambda e: self.ended.add(e.call_id))
+
+    def _agent_answered(self, event: AgentAnswered) -> None:
+        self.answered.add(event.call_id)
+        call = self.backend.calls.get(event.call_id)
+        if call is not None and call.callback_phase == "customer":  # a callback: the customer's phone rings
+            self.scheduler.after(self.rng.uniform(2, 6), lambda: self._customer_picks_up(event.call_id))
+
+    def _customer_picks_up(self, call_id: str) -> None:
+        try:
+            if self.rng.random() < 0.7:
+                self.backend.customer_answers(call_id)
+            else:
+                self.backend.customer_unavailable(call_id, self.rng.choice(["busy", "no-answer"]))
+        except ValueError:
+            pass  # the attempt ended some other way meanwhile
 
     def start(self) -> None:
         # A few callers at once so the queues are not empty when the newcomer first looks.

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,6 +26,7 @@ from agent_console.actions import ConsoleActions
 from agent_console.services import metrics
 from agent_console.services.screen_pop import build_screen_pop
 from callcentre.bus import EventBus
+from callcentre.cli import main
 from callcentre.db.models import Agent, AgentOfferStreak, Call, CallContextItem, CallSegment, QueueEntry
 from callcentre.db.session import make_engine, make_session_factory
 from callcentre.demo_data import demo_customer
@@ -74,7 +76,8 @@ class Rig:
     """Bus + memory backend + IvrService (shipped flow) + dispatcher on a copy of the demo database."""
 
     def __init__(self, settings: Settings, backend: MemoryBackend, max_attempts: int = 3) -> None:
-        self.engine = make_engine(settings.database.url)
+        self.url = settings.database.url
+        self.engine = make_engine(self.url)
         self.sessions: sessionmaker[Session] = make_session_factory(self.engine)
         self.clock = Clock()
         self.bus = EventBus()
@@ -343,6 +346,13 @@ def test_max_attempts_gives_up_visibly(rig: Rig) -> None:
         assert status is not None and status["state"] == "given-up"
         assert callback_counts(s, rig.clock.now, rig.clock.now.replace(hour=0))["billing"]["given_up"] == 1
         assert queue_status(s, rig.clock.now)["callbacks"]["billing"]["given_up"] == 1
+    table = CliRunner().invoke(main, ["--database", rig.url, "queues", "status"])
+    assert table.exit_code == 0, table.output
+    header, billing = [line for line in table.output.splitlines() if "given up today" in line or "billing " in line][
+        -2:
+    ]
+    assert "given up today" in header and billing.split()[-1] == "1"
+    assert demo_customer(2)["phone"] not in table.output
 
 
 def test_callback_chosen_in_the_ivr_menu_is_queued_and_dialled(rig: Rig) -> None:
@@ -389,3 +399,85 @@ def test_backend_that_cannot_dial_publishes_callback_due_and_shows_it(demo_setti
         assert len(rig.of(CallbackDue)) == 2
     finally:
         rig.close()
+
+
+def test_callback_retry_rules_in_the_database(db_sessions: sessionmaker[Session]) -> None:
+    """The reservation functions alone, on a SQLite file and on the real PostgreSQL server: a callback
+    whose retry time is in the future can be neither listed for routing nor reserved by any process;
+    attempts count customer diallings only; the place (``enqueued_at``, id) never changes."""
+    from tests.integration.test_reservations import POLICY, T0, _agents, _queue
+
+    with db_sessions() as s:
+        a1, a2 = _agents(s, 2)
+        first, cb, last = _queue(s, 3)
+        assert rsv.request_callback(s, cb, "+15550001", now=T0)
+        s.execute(update(Call).where(Call.id == cb).values(state="ended", outcome="callback"))
+        s.execute(update(QueueEntry).where(QueueEntry.call_id == first).values(status="done"))
+        s.commit()
+        place = (rsv.waiting_entries(s)[0].enqueued_at, rsv.waiting_entries(s)[0].id)
+
+        # The agent does not answer: no attempt counted.
+        assert rsv.reserve(s, cb, a1, now=T0 + timedelta(seconds=10), policy=POLICY) is not None
+        assert rsv.missed(s, cb, a1, now=T0 + timedelta(seconds=20), policy=POLICY) is not None
+        s.commit()
+        assert rsv.waiting_entries(s)[0].callback_attempts == 0
+        # The next agent answers: one customer dialling; the leg is not started, the call not answered.
+        assert rsv.reserve(s, cb, a2, now=T0 + timedelta(seconds=30), policy=POLICY) is not None
+        segment = rsv.answered(s, cb, a2, now=T0 + timedelta(seconds=31))
+        s.commit()
+        assert segment is not None and segment.started_at is None
+        assert s.get(Call, cb).answered_at is None  # type: ignore[union-attr]
+        attempt = rsv.callback_unanswered(
+            s, cb, a2, now=T0 + timedelta(seconds=60), retry_seconds=RETRY, max_attempts=2, reason="busy"
+        )
+        s.commit()
+        assert attempt is not None and (attempt.result, attempt.attempts, attempt.agent_to_wrap_up) == (
+            "retry",
+            1,
+            True,
+        )
+        assert rsv.callback_unanswered(s, cb, a2, now=T0, retry_seconds=RETRY, max_attempts=2) is None  # stale
+        retry_at = T0 + timedelta(seconds=60 + RETRY)
+
+        s.execute(update(Agent).values(state="available"))
+        s.commit()
+        before = retry_at - timedelta(seconds=1)
+        assert [e.call_id for e in rsv.waiting_entries(s, due_at=before)] == [last]
+        assert [e.call_id for e in rsv.waiting_entries(s)] == [cb, last]  # still holds its place
+        assert rsv.position(s, last) == 2
+        assert rsv.reserve(s, cb, a1, now=before, policy=POLICY) is None  # no process may take it early
+        s.rollback()
+        assert rsv.reserve(s, cb, a1, now=retry_at, policy=POLICY) is not None
+        rsv.answered(s, cb, a1, now=retry_at + timedelta(seconds=1))
+        connected = rsv.callback_connected(s, cb, a1, now=retry_at + timedelta(seconds=5))
+        s.commit()
+        assert connected is not None and connected.started_at is not None
+        entry = s.scalars(select(QueueEntry).where(QueueEntry.call_id == cb)).one()
+        assert (entry.enqueued_at, entry.id) == place and entry.callback_attempts == 2
+        assert entry.status == "connected" and entry.callback_result == "connected"
+        assert s.get(Call, cb).answered_at == retry_at + timedelta(seconds=5)  # type: ignore[union-attr]
+
+
+def test_last_attempt_gives_up_in_the_database(db_sessions: sessionmaker[Session]) -> None:
+    from tests.integration.test_reservations import POLICY, T0, _agents, _queue
+
+    with db_sessions() as s:
+        (agent,) = _agents(s, 1)
+        (cb,) = _queue(s, 1)
+        assert rsv.request_callback(s, cb, "+15550001", now=T0)
+        assert rsv.reserve(s, cb, agent, now=T0, policy=POLICY) is not None
+        rsv.answered(s, cb, agent, now=T0 + timedelta(seconds=1))
+        attempt = rsv.callback_unanswered(
+            s, cb, agent, now=T0 + timedelta(seconds=30), retry_seconds=RETRY, max_attempts=1, reason="bogus"
+        )
+        s.commit()
+        assert attempt is not None and (attempt.result, attempt.reason, attempt.retry_at) == (
+            "given-up",
+            "failed",
+            None,
+        )
+        assert attempt.agent_to_wrap_up and s.get(Agent, agent).state == "wrap_up"  # type: ignore[union-attr]
+        entry = s.scalars(select(QueueEntry).where(QueueEntry.call_id == cb)).one()
+        assert (entry.status, entry.callback_result) == ("done", "given-up")
+        assert s.get(Call, cb).outcome == "callback_failed"  # type: ignore[union-attr]
+        assert callback_counts(s, T0 + timedelta(seconds=31), T0)["general"]["given_up"] == 1
