@@ -57,6 +57,11 @@ BACKEND = "twilio"
 PLATFORM_HANGUP = "platform-hangup"
 CALLBACK_TWIML = "callback-twiml"
 """``webhook_responses`` step holding the TwiML prepared for a callback's agent leg (keyed by the leg token)."""
+CALLBACK_CUSTOMER = "callback-customer"
+"""Marks a callback's customer leg (ref = its CallSid, body = the leg token of the agent's leg)."""
+LEG_MOVED = "leg-moved"
+"""Marks a callback's customer leg the platform gave new TwiML (a transfer): leaving the first agent's
+``<Dial>`` is then not the end of the call."""
 
 
 class TwilioUnsupported(CallCentreError):
@@ -174,6 +179,7 @@ class TwilioBackend:
         sid = self.call_sid(call_id)
         seq = self.state_saver(call_id) if self.state_saver is not None else 0
         twiml = self.render(action, gather_url=self.urls.of(f"gather/{seq}"))
+        self._mark_if_moving_callback(sid)
         self.client.calls(sid).update(twiml=twiml)
 
     def connect_agent(self, call_id: str, agent: AgentEndpoint, ring_seconds: float) -> None:
@@ -183,6 +189,7 @@ class TwilioBackend:
         dial = Dial(timeout=int(ring_seconds), action=self.urls.of("agent-result", **query), method="POST")
         agent_noun(dial, agent.contact, self.urls.of("agent-answered", **query))
         response.append(dial)
+        self._mark_if_moving_callback(sid)
         self.client.calls(sid).update(twiml=str(response))
 
     def call_back(self, call_id: str, number: str, agent: AgentEndpoint, ring_seconds: float,
@@ -247,13 +254,24 @@ class TwilioBackend:
 
     def mark_platform_hangup(self, call_id: str) -> None:
         """Remember that we ended the call, so its status callback reports ``by="platform"``."""
-        sid = self.call_sid(call_id)
+        self.mark(self.call_sid(call_id), PLATFORM_HANGUP)
+
+    def mark(self, sid: str, step: str, body: str = "1") -> None:
+        """Remember a fact about a call leg (once) in ``webhook_responses``, where every worker sees it."""
         with session_scope(self.sessions) as session:
             exists = session.scalar(select(WebhookResponse.id).where(
-                WebhookResponse.backend == BACKEND, WebhookResponse.ref == sid,
-                WebhookResponse.step == PLATFORM_HANGUP))
+                WebhookResponse.backend == BACKEND, WebhookResponse.ref == sid, WebhookResponse.step == step))
             if exists is None:
-                session.add(WebhookResponse(backend=BACKEND, ref=sid, step=PLATFORM_HANGUP, body="1"))
+                session.add(WebhookResponse(backend=BACKEND, ref=sid, step=step, body=body))
+
+    def marked(self, sid: str, step: str) -> str:
+        with self.sessions() as session:
+            return session.scalar(select(WebhookResponse.body).where(
+                WebhookResponse.backend == BACKEND, WebhookResponse.ref == sid, WebhookResponse.step == step)) or ""
+
+    def _mark_if_moving_callback(self, sid: str) -> None:
+        if self.marked(sid, CALLBACK_CUSTOMER):
+            self.mark(sid, LEG_MOVED)
 
     # -- TwiML -----------------------------------------------------------------------------------
     def _has_prompt_file(self, prompt_id: str) -> bool:

@@ -66,7 +66,9 @@ from callcentre.ivr_service import IvrService
 from ivr.state import state_from_dict, state_to_dict
 from telephony.twilio import (
     BACKEND,
+    CALLBACK_CUSTOMER,
     CALLBACK_TWIML,
+    LEG_MOVED,
     PLATFORM_HANGUP,
     Capture,
     MediaFetcher,
@@ -273,10 +275,12 @@ class TwilioWebhooks:
             webhook_seq=seq))
 
     def save_live_state(self, call_id: str) -> int:
-        """For an action pushed outside a webhook: the next Gather number, state saved."""
+        """For an action pushed outside a webhook: the next Gather number, state saved on the call's
+        current (newest) leg, the one the action goes to."""
         with self.sessions() as session:
             row = session.scalar(select(BackendCall).where(BackendCall.backend == BACKEND,
-                                                           BackendCall.call_id == call_id))
+                                                           BackendCall.call_id == call_id)
+                                 .order_by(BackendCall.id.desc()).limit(1))
             if row is None:
                 raise KeyError(call_id)
             sid, seq = row.ref, row.webhook_seq + 1
@@ -388,6 +392,7 @@ class TwilioWebhooks:
             if customer and self._row(session, customer) is None:
                 with session_scope(self.sessions) as own:
                     own.add(BackendCall(backend=BACKEND, ref=customer, call_id=call_id))
+                    own.add(WebhookResponse(backend=BACKEND, ref=customer, step=CALLBACK_CUSTOMER, body=leg))
             self._callback_connected(call_id, agent_id, leg)
             return str(VoiceResponse())
 
@@ -408,7 +413,8 @@ class TwilioWebhooks:
                 by = "agent" if form.get("CallStatus", "") == "completed" else "caller"
                 if self._platform_ended(session, form.get("CallSid", ""), form.get("DialCallSid", "")):
                     by = "platform"
-                self._callback_over(call_id, leg, by, status)
+                if not (by == "caller" and self._moved(session, leg)):
+                    self._callback_over(call_id, leg, by, status)
             else:
                 reason = CALLBACK_REASONS.get(status, "failed")
                 log.info("call %s: callback not answered (%s)", call_id, reason)
@@ -430,7 +436,7 @@ class TwilioWebhooks:
         def produce(session: Session) -> str:
             if status in AGENT_MISSED:
                 self.bus.publish(AgentNoAnswer(call_id, agent_id=agent_id))
-            elif self._answered(session, leg, "callback-connected"):
+            elif self._answered(session, leg, "callback-connected") and not self._moved(session, leg):
                 by = "platform" if self._platform_ended(session, form.get("CallSid", "")) else "agent"
                 self._callback_over(call_id, leg, by, status)
             return str(VoiceResponse())
@@ -459,6 +465,15 @@ class TwilioWebhooks:
     def _answered(self, session: Session, ref: str, step: str) -> bool:
         return bool(session.scalar(select(WebhookResponse.body).where(
             WebhookResponse.backend == BACKEND, WebhookResponse.ref == ref, WebhookResponse.step == step)))
+
+    def _moved(self, session: Session, leg: str) -> bool:
+        """Whether the platform moved this callback's customer on (a transfer): the first agent's
+        ``<Dial>`` then ends without ending the call, which goes on as the customer's leg."""
+        customers = select(WebhookResponse.ref).where(
+            WebhookResponse.backend == BACKEND, WebhookResponse.step == CALLBACK_CUSTOMER, WebhookResponse.body == leg)
+        return session.scalar(select(WebhookResponse.id).where(
+            WebhookResponse.backend == BACKEND, WebhookResponse.step == LEG_MOVED,
+            WebhookResponse.ref.in_(customers)).limit(1)) is not None
 
     def _platform_ended(self, session: Session, *sids: str) -> bool:
         refs = [sid for sid in sids if sid]

@@ -238,6 +238,29 @@ def test_platform_hangs_up_a_connected_callback(worker: Worker) -> None:
     assert len([e for e in worker.events if isinstance(e, CallHungUp)]) == 1
 
 
+def test_connected_callback_passed_to_another_agent(worker: Worker) -> None:
+    """A transfer's ``connect_agent`` on a connected callback goes to the customer's leg (documented REST
+    ``POST /Calls/{customer CallSid}.json`` with ``Twiml`` ``<Dial><Client>``); the first agent's ``<Dial
+    action>`` that follows (``DialCallStatus=completed``, their leg still ``in-progress``) and their leg's
+    final status end that agent's leg (``<Hangup/>``) but not the call: no ``CallHungUp``; the second
+    agent's ``answered`` callback → ``AgentAnswered``."""
+    call_id = original_call(worker)
+    _data, query = start_callback(worker, call_id)
+    agent_answers(worker, query)
+    customer_answers(worker, query)
+    worker.backend.connect_agent(call_id, AgentEndpoint(9, "client:agent09"), ring_seconds=15)
+    moved = ET.fromstring(worker.http.posted(f"/Calls/{CUSTOMER_LEG}.json")[-1]["data"]["Twiml"])
+    client = moved.find("Dial/Client")
+    assert client is not None and client.text == "agent09"
+    root = dial_result(worker, query, "completed", duration="40")
+    assert [c.tag for c in root] == ["Hangup"]
+    agent_leg_status(worker, query, "completed")
+    answered = {"CallSid": "CA" + "9f" * 16, "ParentCallSid": CUSTOMER_LEG, "CallStatus": "in-progress",
+                "AccountSid": ACCOUNT_SID}
+    assert post_signed(worker.client, f"/twilio/agent-answered?call={call_id}&agent=9", answered).status_code == 200
+    assert worker.summary() == [("AgentAnswered", 7, None), ("CallbackAnswered", 7, None), ("AgentAnswered", 9, None)]
+
+
 @pytest.mark.parametrize("order", ["status-first", "dial-action-first"])
 def test_agent_hangs_up_after_connection(worker: Worker, order: str) -> None:
     """The agent ends the conversation: the agent leg's status callback ``CallStatus=completed`` and the
