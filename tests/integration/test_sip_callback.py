@@ -371,6 +371,17 @@ CUSTOMER_HANGS_UP = """
 """
 
 
+def hangs_up(run: SippRun, talk_ms: int) -> None:
+    """Make the customer's scenario send BYE after talking ``talk_ms`` (From/To taken from our ACK)."""
+    ack = '<recv request="ACK" rtd="true" crlf="true"/>'
+    keep_from = ('<recv request="ACK" rtd="true" crlf="true"><action>'
+                 '<ereg regexp=".*" search_in="hdr" header="From:" assign_to="platform"/></action></recv>')
+    text = run.scenario.read_text()
+    assert ack in text
+    text = text.replace(ack, keep_from).replace("<!--HANGUP-->", CUSTOMER_HANGS_UP.replace("TALK_MS", str(talk_ms)))
+    run.scenario.write_text(text)
+
+
 def stereo_levels(path: str) -> tuple[int, int]:
     """Loud 20 ms frames on the left (caller = the customer) and right (agent) channels of a recording."""
     import wave
@@ -386,67 +397,86 @@ def stereo_levels(path: str) -> tuple[int, int]:
     return loud(left), loud(right)
 
 
-def test_platform_calls_back_a_caller_who_chose_a_callback(demo_settings: Settings, tmp_path: Path) -> None:
-    """End to end through ``build_platform``: a sipp caller presses 9 ("call me back") in the shipped IVR and
-    is hung up on; an agent becomes available; the dispatcher reserves them and asks the SIP endpoint to
-    call back; the agent (baresip) answers, the customer (sipp UAS) is dialled, they talk, the customer
-    hangs up. The conversation is recorded under the original call, customer left, agent right."""
+def test_platform_calls_back_a_queued_caller_who_chose_a_callback(demo_settings: Settings, tmp_path: Path) -> None:
+    """End to end through ``build_platform`` and real time: two sipp callers queue for billing (one agent
+    staffed and busy); the second hears the callback offer in an announcement, presses 1 (RFC 2833 pcap)
+    and is hung up on, keeping their place. The first caller leaves. An agent becomes available; the
+    dispatcher reserves them for the callback and asks the SIP endpoint to call back: the agent (baresip)
+    answers, the customer (sipp UAS) is dialled, they talk, the customer hangs up. The conversation is
+    recorded under the original call, customer on the left channel, agent on the right."""
     from sqlalchemy import select, update
 
     from callcentre.db.models import Agent, Call, QueueEntry, Recording
-    from callcentre.domain.events import AgentStateChanged, CallbackRequested, CallEnded
+    from callcentre.demo_data import demo_customer
+    from callcentre.domain.events import AgentStateChanged, CallbackRequested, CallQueued
     from tests.integration.sip_fixtures import start_platform
     from tests.sipp import render_scenario
 
     sink = RtpSink().start()
     callee = customer(tmp_path, "callback_uas.xml", sinkport=str(sink.port))
-    callee.scenario.write_text(callee.scenario.read_text().replace(
-        "<!--HANGUP-->", CUSTOMER_HANGS_UP.replace("TALK_MS", "3000")))
+    hangs_up(callee, talk_ms=3000)
     settings = demo_settings.replace(
         "sip", host="127.0.0.1", port=0, rtp_port_low=0, rtp_port_high=0, numbers="1000",
         outbound_proxy=proxy_of(callee),
-    ).replace("routing", callback_ring_seconds=10.0)
+    ).replace("routing", callback_ring_seconds=10.0, announce_every=1.5, callback_offer_after=0.0)
     running = start_platform(settings)
+    dispatcher = running.platform.services["dispatcher"]
+    for i in range(40):  # live history (40 handled calls of 300 s), so the wait can be estimated
+        dispatcher.window("billing").handled(time.time() - i, 300.0)
     agent = start_agent(tmp_path, user="agent06")
-    phone = "+15550100001"  # demo customer 1, known by caller ID
+    callers: list[SippRun] = []
     try:
         with running.platform.session_factory() as s:
-            s.execute(update(Agent).values(state="logged_out"))  # nobody free: the callback waits
-            agent_id = s.scalars(select(Agent.id).where(Agent.login == "agent06")).one()
-            s.execute(update(Agent).where(Agent.id == agent_id).values(sip_contact=agent.contact))
+            ids = {a.login: a.id for a in s.scalars(select(Agent))}
+            s.execute(update(Agent).values(state="logged_out"))
+            s.execute(update(Agent).where(Agent.id == ids["agent01"]).values(state="on_call"))  # staffed, busy
+            s.execute(update(Agent).where(Agent.id == ids["agent06"]).values(sip_contact=agent.contact))
             s.commit()
-        work = workdir(tmp_path, "caller")
-        scenario = render_scenario("agent_call.xml", work, digits="9", first_pause_ms=600)
-        caller = SippRun(scenario, running.target, work, variables={"sinkport": str(sink.port), "caller": phone},
-                         timeout_s=30)
-        with caller:
-            requested = running.log.wait_for(CallbackRequested, timeout=15)
-            call_id = requested.call_id
-            assert caller.wait(20) == 0, caller.errors()  # the platform said goodbye and hung up
-        running.log.wait_for(CallEnded, timeout=5, where=lambda e: e.call_id == call_id)
-        assert call_id not in running.backend.calls  # the caller's own leg is gone
+        queued: list[str] = []
+        for n, digits in ((1, "1"), (2, "1,,1,,,1")):  # menu 1 = billing; then the callback key
+            work = workdir(tmp_path, f"caller{n}")
+            scenario = render_scenario("agent_call.xml", work, digits=digits, first_pause_ms=600)
+            run = SippRun(scenario, running.target, work, timeout_s=40,
+                          variables={"sinkport": str(sink.port), "caller": demo_customer(n)["phone"]})
+            callers.append(run.start())
+            queued.append(running.log.wait_for(CallQueued, timeout=15, where=lambda e: e.call_id not in queued)
+                          .call_id)
+        first, chooser = queued
+        requested = running.log.wait_for(CallbackRequested, timeout=15)
+        assert requested.call_id == chooser and requested.keep_place
+        assert callers[1].wait(20) == 0, callers[1].errors()  # "we will call you back", then our BYE
+        running.log.wait_for(CallHungUp, timeout=5, where=lambda e: e.call_id == chooser)
+        with running.platform.session_factory() as s:
+            chosen = s.get(Call, chooser)
+            assert chosen is not None and (chosen.state, chosen.outcome) == ("ended", "callback")
+        assert chooser not in running.backend.calls  # the caller's own leg is gone
+        running.backend.hangup(first)  # the first caller leaves the queue; the callback is next
+        assert callers[0].wait(10) == 0, callers[0].errors()
 
         callee.start()
         with running.platform.session_factory() as s:
-            s.execute(update(Agent).where(Agent.id == agent_id).values(state="available"))
+            s.execute(update(Agent).where(Agent.id == ids["agent06"]).values(state="available"))
             s.commit()
-        running.platform.bus.publish(AgentStateChanged(agent_id, "available"))
+        running.platform.bus.publish(AgentStateChanged(ids["agent06"], "available"))
 
-        answered = running.log.wait_for(AgentAnswered, timeout=10, where=lambda e: e.call_id == call_id)
-        assert answered.agent_id == agent_id
+        answered = running.log.wait_for(AgentAnswered, timeout=10, where=lambda e: e.call_id == chooser)
+        assert answered.agent_id == ids["agent06"]
         running.log.wait_for(CallbackAnswered, timeout=10)
-        hung = running.log.wait_for(CallHungUp, timeout=15, where=lambda e: e.by == "caller" and
-                                    running.log.of(CallbackAnswered) != [])
-        assert hung.call_id == call_id
+        hung = running.log.wait_for(CallHungUp, timeout=15, where=lambda e: e.call_id == chooser and
+                                    e.by == "caller" and running.log.of(CallbackAnswered) != [])
+        assert hung.call_id == chooser
         assert callee.wait(10) == 0, callee.errors()
         agent.wait_event("CALL_CLOSED", timeout=5)  # the agent's leg was ended
         time.sleep(0.5)  # the recorder saves on the bus thread
     finally:
+        for run in callers:
+            run.stop()
         callee.stop()
         agent.stop()
         sink.stop()
         running.platform.stop()
 
+    call_id = chooser
     dialled = running.log.events.index(answered) - 1  # from the agent's answer on, not the first call's hang-up
     order = [type(e).__name__ for e in running.log.events[dialled:]
              if e.call_id == call_id and type(e) in (AgentAnswered, CallbackAnswered, CallHungUp)]
