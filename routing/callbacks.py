@@ -104,6 +104,7 @@ def callback_status(db: Session, call_id: str, *, max_attempts: int | None = Non
         "attempt": attempt,
         "max_attempts": max_attempts,
         "last_result": result,
+        "reason": result if state == "retry" else "",
         "retry_at": retry_at.isoformat() if retry_at is not None else None,
         "requested_at": entry.callback_requested_at.isoformat() if entry.callback_requested_at else None,
         "label": label(state, result, retry_at),

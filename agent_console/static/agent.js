@@ -46,12 +46,12 @@
     show("call-panel", active && view.phase !== "wrap_up");
     show("wrap-up", view.phase === "wrap_up");
     show("screen-pop", active && !!view.pop);
+    renderCallback();  // shown in every phase, wrap-up included ("did not answer — retry at …")
     if (!active) return;
     setText("call-id", view.callId);
     const dialling = view.callback && view.callback.state === "dialling" && view.phase === "on_call";
     setText("call-phase", dialling ? "dialling the customer" : { ringing: "ringing", on_call: view.onHold ? "on hold" : "connected",
                             wrap_up: "wrap-up" }[view.phase]);
-    renderCallback();
     show("answer", view.phase === "ringing");
     show("consulting", !!view.consulting);
     for (const id of ["hold", "mute", "hangup"]) $(id).disabled = view.phase !== "on_call" && id !== "hangup";
@@ -75,7 +75,7 @@
   }
   function renderCallback() {
     const cb = view.callback;
-    show("callback-status", !!cb);
+    show("callback-status", !!cb && !!view.callId && view.phase !== null);
     if (!cb) return;
     setText("callback-status", callbackText(cb));
     $("callback-status").dataset.state = cb.state;
