@@ -601,13 +601,28 @@ class Dispatcher:
         elif offer.callback_number is None:
             self.backend.connect_agent(offer.call_id, endpoint, ring)
         elif can_call_back(self.backend):
-            self.backend.call_back(
-                offer.call_id, offer.callback_number, endpoint, ring, self.config.callback_ring_seconds
-            )
+            try:
+                self.backend.call_back(
+                    offer.call_id, offer.callback_number, endpoint, ring, self.config.callback_ring_seconds
+                )
+            except Exception as exc:  # e.g. no outbound route configured: not the agent's miss, not lost
+                # The exception text may carry the dialled URI (customer data): log its type only.
+                log.warning("callback %s: backend could not start it (%s)", offer.call_id, type(exc).__name__)
+                self._not_dialled(offer)
         else:
             # No dialler in the backend (see routing.callbacks.CallbackDue): say so, do not drop it.
             log.warning("callback %s due but backend %s cannot dial", offer.call_id, getattr(self.backend, "name", "?"))
             self.bus.publish(CallbackDue(offer.call_id, agent_id=offer.agent_id, number=offer.callback_number))
+
+    def _not_dialled(self, offer: reservations.Offer) -> None:
+        """Release the agent at once and let the callback wait ``callback_retry_seconds`` in its place."""
+        now = self.clock()
+        with session_scope(self.sessions) as session:
+            miss = reservations.callback_not_dialled(
+                session, offer.call_id, offer.agent_id, now=now, retry_seconds=self.config.callback_retry_seconds
+            )
+        if miss is not None:
+            self.bus.publish(AgentStateChanged(offer.agent_id, AgentState.AVAILABLE.value, at=now))
 
     def _tasks(self, session: Session, now: datetime) -> list[Task]:
         entries = [

@@ -481,3 +481,41 @@ def test_last_attempt_gives_up_in_the_database(db_sessions: sessionmaker[Session
         assert (entry.status, entry.callback_result) == ("done", "given-up")
         assert s.get(Call, cb).outcome == "callback_failed"  # type: ignore[union-attr]
         assert callback_counts(s, T0 + timedelta(seconds=31), T0)["general"]["given_up"] == 1
+
+
+class UnroutableMemoryBackend(MemoryBackend):
+    """The simulation backend whose outbound calls fail to start (as a SIP backend with no outbound
+    route would), with the dialled URI in the error text — which must not reach the log."""
+
+    name = "memory-unroutable"
+
+    def call_back(
+        self, call_id: str, number: str, agent: Any, ring_seconds: float, customer_ring_seconds: float
+    ) -> None:
+        raise RuntimeError(f"no route to sip:{number}@nowhere")
+
+
+def test_callback_that_cannot_start_releases_the_agent_at_once(
+    demo_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = Rig(demo_settings, UnroutableMemoryBackend())
+    try:
+        agent = rig.set_state("agent01", "on_call")
+        rig.caller(1)
+        chooser = rig.caller(2)
+        rig.tick_after(60)
+        choose_callback(rig, chooser)
+        with rig.sessions() as s:
+            s.execute(update(QueueEntry).where(QueueEntry.call_id != chooser).values(status="abandoned"))
+            s.commit()
+        caplog.clear()
+        rig.set_state("agent01", "available")
+        assert rig.agent(agent).state == "available"  # not left ringing for nothing
+        entry = rig.entry(chooser)
+        assert (entry.status, entry.callback_result, entry.callback_attempts) == ("waiting", "not-dialled", 0)
+        assert entry.callback_retry_at == rig.clock.now + timedelta(seconds=RETRY)
+        with rig.sessions() as s:
+            assert rsv.consecutive_misses(s, agent) == 0
+        assert "RuntimeError" in caplog.text and demo_customer(2)["phone"] not in caplog.text
+    finally:
+        rig.close()
