@@ -3,6 +3,8 @@
 - ``CallArrived`` → the IVR part starts (mono, caller audio).
 - ``AgentAnswered`` → the IVR part closes, the conversation starts (stereo: caller left, agent right).
 - ``CallHungUp`` → everything closes; a ``Recording`` row per file, and a transcription job per file.
+- ``CallbackUnanswered`` → the same: a callback's agent leg (started by its ``AgentAnswered``) ended
+  without the customer, and no ``CallHungUp`` follows it.
 - A ``Gather`` marked ``sensitive`` (PIN, card number) pauses the recording until the next action,
   via :class:`RecordingBackend`, which wraps any telephony backend; an agent's pause button calls
   :meth:`RecordingService.pause` / :meth:`resume`.
@@ -21,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from callcentre.bus import EventBus
 from callcentre.db.session import session_scope
-from callcentre.domain.events import AgentAnswered, CallArrived, CallHungUp
+from callcentre.domain.events import AgentAnswered, CallArrived, CallbackUnanswered, CallHungUp
 from ivr.actions import Action, Gather
 from recordings import jobs
 from recordings.storage import CallRecorder, save_recording
@@ -51,6 +53,7 @@ class RecordingService:
         bus.subscribe(CallArrived, self.on_arrived)
         bus.subscribe(AgentAnswered, self.on_agent_answered)
         bus.subscribe(CallHungUp, self.on_hung_up)
+        bus.subscribe(CallbackUnanswered, self.on_callback_unanswered)
 
     def recorder(self, call_id: str) -> CallRecorder | None:
         with self._lock:
@@ -67,6 +70,9 @@ class RecordingService:
         recorder.start("conversation")
 
     def on_hung_up(self, event: CallHungUp) -> None:
+        self.finish(event.call_id)
+
+    def on_callback_unanswered(self, event: CallbackUnanswered) -> None:
         self.finish(event.call_id)
 
     def start_part(self, call_id: str, kind: str) -> None:

@@ -69,7 +69,7 @@ _DIGEST_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 
 
 def digest_authorization(
-    challenge: RawSip, method: str, uri: str, username: str, password: str
+    challenge: RawSip, method: str, uri: str, username: str, password: str, cnonce: str | None = None
 ) -> str | None:
     """The ``Authorization`` / ``Proxy-Authorization`` header answering a 401/407 (RFC 2617 MD5, with or
     without ``qop=auth``); None when the challenge is not a usable Digest one.
@@ -89,7 +89,7 @@ def digest_authorization(
     ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
     fields = f'username="{username}", realm="{realm}", nonce="{nonce}", uri="{uri}", algorithm=MD5'
     if "auth" in [q.strip() for q in params.get("qop", "").split(",")]:
-        cnonce = uuid.uuid4().hex[:16]
+        cnonce = cnonce or uuid.uuid4().hex[:16]
         response = hashlib.md5(f"{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}".encode()).hexdigest()
         fields += f', qop=auth, nc=00000001, cnonce="{cnonce}"'
     else:

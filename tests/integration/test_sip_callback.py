@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import audioop
 import collections
+import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -46,6 +48,7 @@ ORIGINAL_CALL = "call-original-0001"
 @dataclass
 class Endpoint:
     backend: Any
+    bus: EventBus
     log: EventLog
     audio: collections.Counter[tuple[str, str]]
     """Loud frames the backend handed to ``audio_sink`` per (call id, "caller"|"agent") — what recording gets."""
@@ -75,7 +78,7 @@ def endpoint_factory_fixture(sip_settings: Settings) -> Iterator[Any]:
         bus.subscribe(Event, log)
         backend.start(bus)
         started.append(backend)
-        return Endpoint(backend, log, audio)
+        return Endpoint(backend, bus, log, audio)
 
     yield start
     for backend in started:
@@ -186,10 +189,20 @@ def test_callback_rings_agent_then_customer_bridges_both_ways_and_ends_on_agent_
 @pytest.mark.parametrize(("status", "reason"), [("486 Busy Here", "busy"), ("603 Decline", "rejected"),
                                                 ("503 Service Unavailable", "failed")])
 def test_refused_callback_ends_the_agent_leg(
-    endpoint_factory: Any, tmp_path: Path, status: str, reason: str
+    endpoint_factory: Any, session_factory: Any, tmp_path: Path, status: str, reason: str
 ) -> None:
+    from callcentre.db.models import Call, Recording
+    from recordings.service import RecordingService
+
     run = customer(tmp_path, "callback_uas_busy.xml", status=status)
     ep = endpoint_factory(outbound_proxy=proxy_of(run))
+    with session_factory() as s:
+        s.add(Call(id=ORIGINAL_CALL, backend="sip", state="ended", outcome="callback"))
+        s.commit()
+    recordings = RecordingService(tmp_path / "recordings", session_factory, transcribe=False)
+    recordings.subscribe(ep.bus)
+    counting = ep.backend.audio_sink
+    ep.backend.audio_sink = lambda *frame: (counting(*frame), recordings.feed(*frame))
     agent = start_agent(tmp_path)
     try:
         run.start()
@@ -203,6 +216,10 @@ def test_refused_callback_ends_the_agent_leg(
         agent.stop()
     assert names(ep.log) == ["AgentAnswered", "CallbackUnanswered"]
     assert ORIGINAL_CALL not in ep.backend.calls
+    # The recording the agent's answer started is closed and saved, not left open
+    assert recordings.recorder(ORIGINAL_CALL) is None
+    with session_factory() as s:
+        assert [r.kind for r in s.query(Recording).filter_by(call_id=ORIGINAL_CALL)] == ["conversation"]
 
 
 def test_callback_ringing_out_is_cancelled_as_no_answer(endpoint_factory: Any, tmp_path: Path) -> None:
@@ -280,6 +297,88 @@ def test_without_an_outbound_proxy_direct_mode_fails_the_attempt(endpoint_factor
         agent.wait_event("CALL_CLOSED", timeout=5)
     finally:
         agent.stop()
+
+
+class RawCustomer:
+    """A customer's side written by hand on a UDP socket, to send what no real phone would."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(5)
+        self.port = self.sock.getsockname()[1]
+        self.request = ""
+        self.source: tuple[str, int] = ("127.0.0.1", 0)
+
+    def receive(self, method: str) -> str:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            data, self.source = self.sock.recvfrom(65535)
+            text = data.decode(errors="replace")
+            if text.startswith(method + " "):
+                if method == "INVITE":
+                    self.request = text
+                return text
+        raise AssertionError(f"no {method} from the endpoint")
+
+    def header(self, name: str) -> str:
+        found = re.search(rf"^{name}:[ \t]*(.*?)\r$", self.request, re.M | re.I)
+        return found.group(1) if found else ""
+
+    def reply(self, status: str, *, skip: str = "", cseq: str = "", body: str = "") -> None:
+        lines = [f"SIP/2.0 {status}"]
+        for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+            if name == skip:
+                continue
+            value = cseq if name == "CSeq" and cseq else self.header(name)
+            lines.append(f"{name}: {value};tag=raw1" if name == "To" else f"{name}: {value}")
+        lines += [f"Contact: <sip:customer@127.0.0.1:{self.port}>"]
+        if body:
+            lines += ["Content-Type: application/sdp"]
+        lines += [f"Content-Length: {len(body)}", "", body]
+        self.send("\r\n".join(lines).encode())
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendto(data, self.source)
+
+
+def test_malformed_customer_responses_never_crash_the_endpoint(endpoint_factory: Any, tmp_path: Path) -> None:
+    raw = RawCustomer()
+    ep = endpoint_factory(outbound_proxy=f"127.0.0.1:{raw.port}")
+    agent = start_agent(tmp_path)
+    try:
+        ep.backend.call_back(ORIGINAL_CALL, NUMBER, AgentEndpoint(10, agent.contact), 10, 10)
+        raw.receive("INVITE")
+        assert NUMBER in raw.request.split("\r\n", 1)[0]  # INVITE sip:NUMBER@<outbound proxy>
+        raw.send(b"\x00\xff\xfe not sip at all")
+        raw.send(b"SIP/2.0 abc Nope\r\n\r\n")
+        raw.reply("180 Ringing", skip="Call-ID")
+        raw.reply("180 Ringing", cseq="x INVITE")
+        stats = ep.backend.client.stats
+        deadline = time.monotonic() + 3
+        while stats["malformed"] + stats["handler_errors"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stats["malformed"] + stats["handler_errors"] >= 3, stats  # seen, and survived
+        g729_only = ("v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                     "m=audio 40000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n")
+        raw.reply("200 OK", body=g729_only)  # answered, but with no codec we can relay
+        raw.receive("ACK")
+        raw.receive("BYE")
+        unanswered = ep.log.wait_for(CallbackUnanswered, timeout=5)
+        assert unanswered.reason == "failed"
+        agent.wait_event("CALL_CLOSED", timeout=5)
+
+        # The endpoint still works: the next attempt is refused busy and reported as such.
+        ep.backend.call_back("call-original-0002", NUMBER, AgentEndpoint(10, agent.contact), 10, 10)
+        raw.receive("INVITE")
+        raw.reply("486 Busy Here")
+        raw.receive("ACK")
+        busy = ep.log.wait_for(CallbackUnanswered, timeout=5, where=lambda e: e.call_id == "call-original-0002")
+        assert busy.reason == "busy"
+    finally:
+        agent.stop()
+        raw.sock.close()
+    assert not ep.log.of(CallbackAnswered) and not ep.log.of(CallHungUp)
 
 
 def test_digest_challenge_is_answered(endpoint_factory: Any, tmp_path: Path) -> None:
