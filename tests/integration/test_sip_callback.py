@@ -35,6 +35,7 @@ from telephony.base import AgentEndpoint, can_call_back
 from tests.baresip import Baresip
 from tests.integration.sip_fixtures import EventLog, sip_settings_fixture, workdir  # noqa: F401
 from tests.integration.test_sip_consult import ToneAgent, tone_share
+from tests.integration.test_webrtc_gateway import peer_fixture  # noqa: F401  (fixture "peer": aiortc)
 from tests.kamailio import start_kamailio
 from tests.sipp import FIXTURES, RtpSink, SippRun, free_udp_port
 
@@ -591,3 +592,58 @@ def test_platform_calls_back_a_queued_caller_who_chose_a_callback(demo_settings:
         assert len(conversations) == 1
         customer_loud, agent_loud = stereo_levels(conversations[0].path)
         assert customer_loud > 25 and agent_loud > 25  # both voices, each on its own channel
+
+
+@pytest.fixture(name="webrtc_gateway")
+def webrtc_gateway_fixture() -> Iterator[Any]:
+    from callcentre.settings import WebRtcSettings
+    from telephony.webrtc.gateway import WebRtcGateway
+
+    gw = WebRtcGateway(WebRtcSettings())
+    gw.start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def test_browser_agent_callback_goes_through_the_webrtc_gateway(
+    endpoint_factory: Any, tmp_path: Path, webrtc_gateway: Any, peer: Any
+) -> None:
+    """``call_back`` through :class:`BrowserAgentBackend`: a browser agent (aiortc, as in
+    test_webrtc_gateway.py) is rung at the gateway, answers in the page, then the customer (sipp) is dialled
+    and hears the agent's 440 Hz; a browser agent with no live session is not rung at all."""
+    from telephony.webrtc.backend import BrowserAgentBackend
+
+    gateway = webrtc_gateway
+    sink = RtpSink().start()
+    run = customer(tmp_path, "callback_uas.xml", sinkport=str(sink.port))
+    ep = endpoint_factory(outbound_proxy=proxy_of(run))
+    wrapped = BrowserAgentBackend(ep.backend, gateway)
+    wrapped.bus = ep.bus  # the gateway already runs (fixture), so not wrapped.start()
+    assert can_call_back(wrapped)
+    try:
+        wrapped.call_back("call-offline", NUMBER, AgentEndpoint(2, "browser"), 10, 10)
+        missed = ep.log.wait_for(AgentNoAnswer, timeout=2)
+        assert missed.call_id == "call-offline" and "call-offline" not in ep.backend.calls
+
+        peer.connect(gateway, 3)
+        deadline = time.monotonic() + 10
+        while gateway.session_state(3) != "connected" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        run.start()
+        wrapped.call_back(ORIGINAL_CALL, NUMBER, AgentEndpoint(3, "browser"), 10, 10)
+        wrapped.answer_agent(ORIGINAL_CALL, 3)  # the agent presses Answer (accepted when the INVITE arrives)
+        ep.log.wait_for(AgentAnswered, timeout=10)
+        ep.log.wait_for(CallbackAnswered, timeout=10)
+        loud = sink.loud_frames
+        time.sleep(1.5)
+        assert sink.loud_frames - loud > 20  # the browser's voice reaches the customer
+        call = ep.backend.calls[ORIGINAL_CALL]
+        assert call.leg.media is not None and call.leg.media.stats.relayed > 20  # and the customer's the browser
+        wrapped.hangup(ORIGINAL_CALL)
+        assert ep.log.wait_for(CallHungUp, timeout=5).by == "platform"
+        assert run.wait(10) == 0, run.errors()
+    finally:
+        run.stop()
+        sink.stop()
