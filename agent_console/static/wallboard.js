@@ -63,7 +63,9 @@
       body.append(el("tr", { "data-agent": a.login, "data-state": a.state },
         el("th", { text: a.name + " (" + a.login + ")" }),
         el("td", { class: "state state-" + a.state, text: a.state.replace("_", " ") + (a.reason ? " – " + a.reason : "") }),
-        el("td", { class: "in-state", "data-since": a.since, text: fmt(a.seconds_in_state) }),
+        // Time in state means something for agents at work; "logged out for 7,800 hours" is noise.
+        a.state === "logged_out" ? el("td", { class: "small", text: "–" })
+          : el("td", { class: "in-state", "data-since": a.since, text: fmt(a.seconds_in_state) }),
         el("td", { class: "mono small", text: a.call_id }), superviseButtons(a)));
     }
     $("agent-counts").textContent = Object.entries(counts).map(([k, v]) => k.replace("_", " ") + " " + v).join(" · ");
