@@ -243,9 +243,10 @@ class AsteriskBackend:
         link = self._require_link()
         with self._lock:
             old = self._calls.get(call_id)
-            if old is not None and not old.ended:
+            if old is not None and old.callback is not None and not old.ended:
                 raise ValueError(f"call {call_id} is still connected; cannot call it back now")
             if old is not None:
+                # The caller's own leg may still be saying goodbye; its late events no longer map here.
                 for uid in (old.uniqueid, old.agent_uniqueid):
                     if self._by_uid.get(uid) == call_id:
                         del self._by_uid[uid]

@@ -221,8 +221,17 @@ class AmiPeer:
         return [a for a in self.actions if a.get("Action", "").lower() == name.lower()]
 
     # -- server ----------------------------------------------------------------------------------
+    def live_channels(self) -> set[str]:
+        """Names of the channels that are up now (safe while the peer's threads change them)."""
+        with self._lock:
+            return {c.channel for c in list(self.channels.values())}
+
     def _track(self, event: dict[str, str]) -> None:
         """Keep channel state as Asterisk would, so CoreShowChannels after a reconnect is truthful."""
+        with self._lock:
+            self._track_locked(event)
+
+    def _track_locked(self, event: dict[str, str]) -> None:
         name = event["Event"]
         uid = event.get("Uniqueid", "")
         if name == "Newchannel" and uid:

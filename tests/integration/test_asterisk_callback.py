@@ -26,7 +26,7 @@ from callcentre.domain.events import (
     CallbackUnanswered,
     CallHungUp,
 )
-from callcentre.settings import AsteriskSettings
+from callcentre.settings import AsteriskSettings, Settings
 from telephony.asterisk import AsteriskBackend, callback_reason
 from telephony.base import AgentEndpoint, can_call_back
 from tests.ami_peer import AmiPeer
@@ -133,7 +133,7 @@ def test_answered_callback_is_bridged_and_customer_hang_up_ends_it(
     peer.emit({"Event": "Hangup", "Channel": customer, "Uniqueid": call.uniqueid, "Cause": "16",
                "Cause-txt": "Normal Clearing"})
     assert wait_for(lambda: [a for a in peer.actions_named("Hangup") if a["Channel"] == agent_channel])
-    assert wait_for(lambda: agent_channel not in {c.channel for c in peer.channels.values()})
+    assert wait_for(lambda: agent_channel not in peer.live_channels())
     time.sleep(0.1)
     assert recorder.summary()[2:] == [("CallHungUp", CALL, None, "caller")]
     assert not any(NUMBER in r.getMessage() or NUMBER[1:] in r.getMessage() for r in caplog.records)
@@ -179,7 +179,7 @@ def test_agent_hangs_up_after_connection(peer: AmiPeer, backend: tuple[AsteriskB
     peer.emit({"Event": "Hangup", "Channel": call.agent_channel, "Uniqueid": call.agent_uniqueid, "Cause": "16",
                "Cause-txt": "Normal Clearing"})
     assert wait_for(lambda: [a for a in peer.actions_named("Hangup") if a["Channel"] == customer])
-    assert wait_for(lambda: customer not in {c.channel for c in peer.channels.values()})
+    assert wait_for(lambda: customer not in peer.live_channels())
     time.sleep(0.1)
     assert recorder.summary() == [("AgentAnswered", CALL, 4, None), ("CallbackAnswered", CALL, 4, None),
                                   ("CallHungUp", CALL, None, "agent")]
@@ -234,7 +234,7 @@ def test_customer_does_not_answer(peer: AmiPeer, backend: tuple[AsteriskBackend,
     assert wait_for(lambda: recorder.of(CallbackUnanswered))
     time.sleep(0.2)
     assert recorder.summary() == [("AgentAnswered", CALL, 5, None), ("CallbackUnanswered", CALL, 5, reason)]
-    assert set(peer.channels) == {"1700000012.1"}, "both callback legs are gone (the other fixture call is up)"
+    assert peer.live_channels() == {"PJSIP/trunk-00000012"}, "both callback legs gone (the other fixture call is up)"
     assert [a["Action"] for a in peer.actions if a["Action"] not in {"Login", "Ping", "CoreShowChannels"}] == [
         "Originate"]
     be.hangup(CALL)  # a late hang-up of a settled attempt does nothing
@@ -311,3 +311,93 @@ def test_reason_mapping() -> None:
                                                ("16", "NOANSWER"), ("16", "BUSY"), ("34", "CONGESTION"),
                                                ("", "CHANUNAVAIL"), ("", "CANCEL"), ("", "")]] == [
         "busy", "no-answer", "no-answer", "rejected", "no-answer", "busy", "failed", "failed", "failed", "failed"]
+
+
+def test_dispatcher_dials_an_ivr_callback_through_asterisk(demo_settings: Settings) -> None:
+    """End to end with the real IVR (shipped flow over FastAGI, played by ``tests/agi_peer.py``), the real
+    dispatcher and router on the demo database, and the AMI peer: a known caller chooses "call me back"
+    (menu key 9 at ``GET DATA``), hears the goodbye (``STREAM FILE``) and the AGI hangs up. When a general
+    agent becomes available the dispatcher reserves them and the backend ``Originate``s them into
+    ``callcentre-callback`` with the caller's own number as ``CALLCENTRE_CALLBACK_NUMBER`` and
+    ``routing.callback_ring_seconds``; the peer plays the answered ``Dial``, the call is answered with the
+    agent on it; the customer's ``Hangup`` ends it as a callback, the agent in wrap-up."""
+    from sqlalchemy import select, update
+
+    from callcentre.bootstrap import build_platform
+    from callcentre.db.models import Agent, Call, QueueEntry
+    from callcentre.demo_data import demo_customer
+    from callcentre.domain.events import AgentStateChanged
+    from tests.agi_peer import AgiCaller, agi_environment
+
+    with AmiPeer() as peer:
+        settings = demo_settings.replace("asterisk", ami_host="127.0.0.1", ami_port=peer.port,
+                                         ami_username=peer.username, ami_secret=peer.secret, ping_interval=0.5)
+        be = AsteriskBackend(settings.asterisk, agi_port=0, agi_idle_seconds=10, action_timeout=3)
+        platform = build_platform(settings, be)
+        recorder = Recorder(platform.bus)
+        platform.start()
+        try:
+            assert be.link is not None and be.link.wait_linked(5)
+            sessions = platform.session_factory
+            with sessions() as s:
+                s.execute(update(Agent).values(state="logged_out"))
+                agent = s.scalar(select(Agent).where(Agent.login == "agent01"))
+                assert agent is not None
+                agent.sip_contact = "sip:agent01@pbx.example.test"
+                agent_id = agent.id
+                s.commit()
+            phone = demo_customer(1)["phone"]
+            env = agi_environment(uniqueid="1700009100.1", caller=phone)
+            peer.emit({"Event": "Newchannel", "Channel": env["agi_channel"], "ChannelState": "6",
+                       "ChannelStateDesc": "Up", "Uniqueid": env["agi_uniqueid"], "Linkedid": env["agi_uniqueid"],
+                       "Context": "callcentre-in", "Exten": "1000"})
+            caller = AgiCaller(be.agi.address[1], env, ["9"]).start()
+            assert caller.wait(10) and caller.error is None
+            call_id = caller.variables["CALLCENTRE_CALL_ID"]
+            assert caller.played[-1] == "callcentre/callback_ok" and "HANGUP" in caller.commands
+            assert wait_for(lambda: recorder.of(CallHungUp))
+            with sessions() as s:
+                entry = s.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+                assert entry is not None and entry.callback_number == phone and entry.status == "waiting"
+            assert not peer.actions_named("Originate")
+
+            with sessions() as s:
+                s.execute(update(Agent).where(Agent.id == agent_id).values(state="available"))
+                s.commit()
+            platform.bus.publish(AgentStateChanged(agent_id, "available"))
+            assert wait_for(lambda: recorder.of(CallbackAnswered))
+            (originate,) = peer.actions_named("Originate")
+            assert originate["Channel"] == "PJSIP/agent01" and originate["Context"] == "callcentre-callback"
+            assert originate["Timeout"] == str(int(settings.routing.ring_seconds * 1000))
+            dialled = variables(originate)
+            assert dialled["CALLCENTRE_CALLBACK_NUMBER"] == phone
+            assert dialled["CALLCENTRE_CALLBACK_RING"] == str(round(settings.routing.callback_ring_seconds))
+            assert wait_for(lambda: _agent_state(sessions, agent_id) == "on_call")
+            with sessions() as s:
+                call = s.get(Call, call_id)
+                assert call is not None and call.answered_at is not None
+
+            live = be.call(call_id)
+            assert live is not None
+            peer.emit({"Event": "Hangup", "Channel": live.channel, "Uniqueid": live.uniqueid, "Cause": "16",
+                       "Cause-txt": "Normal Clearing"})
+            # The recorder subscribed after the platform's services: wait for its copy too.
+            assert wait_for(lambda: len(recorder.of(CallHungUp)) == 2)
+            assert wait_for(lambda: _agent_state(sessions, agent_id) == "wrap_up")
+            with sessions() as s:
+                call = s.get(Call, call_id)
+                assert call is not None and call.outcome == "callback"
+                entry = s.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+                assert entry is not None and entry.status == "done"
+            kinds = [e[0] for e in recorder.summary()]
+            assert kinds == ["CallHungUp", "AgentAnswered", "CallbackAnswered", "CallHungUp"]
+        finally:
+            platform.stop()
+
+
+def _agent_state(sessions: Any, agent_id: int) -> str:
+    from callcentre.db.models import Agent
+
+    with sessions() as s:
+        agent = s.get(Agent, agent_id)
+        return str(agent.state) if agent is not None else ""
