@@ -207,6 +207,8 @@ class SipBackend(CallbackDialling, AgentLegs):
         self._threads.append(t)
         log.info("SIP endpoint listening on %s:%s (%s mode, %s pyVoIP)", *self.address, self.settings.mode,
                  "hardened" if not self._own_transport else "stock")
+        if self._customer_uri("0") is None:
+            log.warning("callbacks cannot reach customers: set sip.outbound_proxy (direct mode has no registrar)")
 
     def _on_hardened_message(self, message: Any) -> None:
         source = getattr(message, "source", None) or self.address

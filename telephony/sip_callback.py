@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from callcentre.domain.events import AgentAnswered, CallbackAnswered, CallbackUnanswered
+from callcentre.domain.events import AgentAnswered, AgentNoAnswer, CallbackAnswered, CallbackUnanswered
 from callcentre.settings import SipSettings
 from telephony.audio import EncodedClip, encode, split_frames, tone_linear16
 from telephony.base import AgentEndpoint
@@ -47,6 +47,8 @@ BUSY = frozenset({486, 600})
 UNREACHABLE = frozenset({408, 503, 504})
 """Request timeout, service unavailable, server time-out: the network (or the trunk) failed, not the customer."""
 PCMU = 0
+CALLER_LEG_WAIT = 30.0
+"""How long a callback waits for the original caller's leg (goodbye prompt, then our BYE) to end."""
 
 
 def callback_reason(status: int) -> str:
@@ -132,11 +134,29 @@ class CallbackDialling:
         self, call_id: str, number: str, agent: AgentEndpoint, ring_seconds: float, customer_ring_seconds: float
     ) -> None:
         """Ring ``agent``; when they answer, dial ``number`` and bridge (see the module docstring)."""
-        uri = self._customer_uri(number)
-        if call_id in self.calls:
-            log.error("call %s: callback requested while the call is still connected; not dialled", call_id)
-            self._publish(CallbackUnanswered(call_id, agent_id=agent.agent_id, reason="failed"))
+        self._call_back(call_id, number, agent, ring_seconds, customer_ring_seconds, 0.0)
+
+    def _call_back(
+        self, call_id: str, number: str, agent: AgentEndpoint, ring_seconds: float, customer_ring_seconds: float,
+        waited: float,
+    ) -> None:
+        existing = self.calls.get(call_id)
+        if existing is not None and existing.callback is not None:
+            log.warning("call %s: a callback is already being dialled; agent %s not rung", call_id, agent.agent_id)
+            self._publish(AgentNoAnswer(call_id, agent_id=agent.agent_id))
             return
+        if existing is not None:
+            # The caller who chose the callback is still hearing the goodbye before our BYE (an agent freed
+            # up meanwhile): ring the agent once that leg is gone.
+            if waited < CALLER_LEG_WAIT:
+                self.media.call_later(0.5, lambda: self._call_back(
+                    call_id, number, agent, ring_seconds, customer_ring_seconds, waited + 0.5))
+                return
+            log.error("call %s: the caller's own leg is still up %.0f s after the callback was due; not dialled",
+                      call_id, waited)
+            self._publish(AgentNoAnswer(call_id, agent_id=agent.agent_id))
+            return
+        uri = self._customer_uri(number)
         try:
             media = self.media.open_session(PCMU, 101)
         except NoRtpPortError:

@@ -25,6 +25,7 @@ from callcentre.bus import EventBus
 from callcentre.domain.events import (
     AgentAnswered,
     AgentNoAnswer,
+    CallArrived,
     CallbackAnswered,
     CallbackUnanswered,
     CallHungUp,
@@ -258,6 +259,39 @@ def test_agent_hanging_up_while_the_customer_rings_cancels_it(endpoint_factory: 
         run.stop()
         agent.stop()
     assert not ep.log.of(CallbackUnanswered) and ORIGINAL_CALL not in ep.backend.calls
+
+
+def test_callback_waits_until_the_callers_own_leg_has_ended(endpoint_factory: Any, tmp_path: Path) -> None:
+    """An agent freed up while the caller who chose the callback still hears the goodbye: the agent is rung
+    only after our BYE ended that leg."""
+    from tests.sipp import render_scenario
+
+    sink = RtpSink().start()
+    busy = customer(tmp_path, "callback_uas_busy.xml", status="486 Busy Here")
+    ep = endpoint_factory(outbound_proxy=proxy_of(busy))
+    agent = start_agent(tmp_path)
+    work = workdir(tmp_path, "caller")
+    caller = SippRun(render_scenario("agent_call.xml", work), "{}:{}".format(*ep.backend.address), work,
+                     variables={"sinkport": str(sink.port), "caller": "5550199"}, timeout_s=20)
+    try:
+        caller.start()
+        call_id = ep.log.wait_for(CallArrived, timeout=10).call_id
+        busy.start()
+        ep.backend.call_back(call_id, NUMBER, AgentEndpoint(11, agent.contact), 10, 10)
+        time.sleep(1.0)
+        assert not ep.log.of(AgentAnswered) and not agent.has_event("CALL_INCOMING")
+        ep.backend.hangup(call_id)  # the goodbye is over: our BYE to the caller
+        assert caller.wait(10) == 0, caller.errors()
+        unanswered = ep.log.wait_for(CallbackUnanswered, timeout=10)  # then: agent, customer busy
+        assert (unanswered.call_id, unanswered.reason) == (call_id, "busy")
+        assert busy.wait(10) == 0, busy.errors()
+    finally:
+        caller.stop()
+        busy.stop()
+        agent.stop()
+        sink.stop()
+    kinds = [type(e).__name__ for e in ep.log.events]
+    assert kinds.index("CallHungUp") < kinds.index("AgentAnswered") < kinds.index("CallbackUnanswered")
 
 
 def test_unreachable_customer_fails_and_an_unanswering_agent_is_never_bridged(
