@@ -11,6 +11,10 @@ Warm transfer (:class:`telephony.base.ConsultCapable`): a call may briefly have 
 hears hold music and the two agent legs relay into each other; completing moves the caller's
 bridge to the second agent and BYEs the first, cancelling ends the second leg and re-bridges the
 caller to the first.
+
+Callbacks (``telephony/sip_callback.py``) ring their agent through :meth:`_dial` too; the few places
+where a callback differs (the agent answers before the customer is connected, hangs up while the
+customer rings, or never answers) hand over to the ``_callback_*`` hooks.
 """
 
 from __future__ import annotations
