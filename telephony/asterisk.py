@@ -410,10 +410,8 @@ class AsteriskBackend:
             cb.dial_status = keys.get("DialStatus", "") or "UNKNOWN"
             if cb.dial_status != "ANSWER":
                 self._callback_try_settle(call, cb)
-        elif name == "BridgeEnter" and uid == call.uniqueid and cb.state == "dialling":
-            cb.state = "connected"
-            call.agent_connected = True
-            self._publish(CallbackAnswered(call.call_id, agent_id=cb.agent_id))
+        elif name == "BridgeEnter" and uid == call.uniqueid:
+            self._callback_connected(call, cb)
         elif name == "Hangup":
             cause = keys.get("Cause", "")
             text = keys.get("Cause-txt", "normal") or "normal"
@@ -447,6 +445,14 @@ class AsteriskBackend:
         if cb.customer_cause in CAUSE_REASONS or (cb.dial_status and (cb.customer_gone or not call.uniqueid)):
             self._callback_settle(call, cb)
 
+    def _callback_connected(self, call: AsteriskCall, cb: CallbackLeg) -> None:
+        with self._lock:
+            if cb.state != "dialling":
+                return
+            cb.state = "connected"
+            call.agent_connected = True
+        self._publish(CallbackAnswered(call.call_id, agent_id=cb.agent_id))
+
     def _callback_settle(self, call: AsteriskCall, cb: CallbackLeg) -> None:
         with self._lock:
             if cb.state != "dialling":
@@ -458,9 +464,13 @@ class AsteriskBackend:
         self._publish(CallbackUnanswered(call.call_id, agent_id=cb.agent_id, reason=reason))
 
     def _callback_overdue(self, call: AsteriskCall, originate_id: str) -> None:
-        """Backstop: no dial result long after the customer's ring time (events lost): end the agent's leg."""
+        """Backstop when events were lost: long after the customer's ring time a ``DialEnd: ANSWER`` without
+        ``BridgeEnter`` counts as connected; no dial result at all gives up and ends the agent's leg."""
         cb = call.callback
         if cb is None or call.originate_id != originate_id or cb.state != "dialling":
+            return
+        if cb.dial_status == "ANSWER":
+            self._callback_connected(call, cb)
             return
         agent_channel = call.agent_channel
         self._callback_settle(call, cb)

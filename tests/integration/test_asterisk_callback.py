@@ -241,6 +241,38 @@ def test_customer_does_not_answer(peer: AmiPeer, backend: tuple[AsteriskBackend,
     assert not peer.actions_named("Hangup")
 
 
+@pytest.mark.parametrize("lost", ["everything", "bridge-enter"])
+def test_backstop_when_dial_events_are_lost(peer: AmiPeer, backend: tuple[AsteriskBackend, Recorder],
+                                            monkeypatch: pytest.MonkeyPatch, lost: str) -> None:
+    """Events can be lost (a PBX under load, a manager that missed them): after the agent's ring time +
+    the customer's + the action timeout (+ a slack, 0 here) a callback still dialling is settled. With
+    nothing after ``DialBegin`` → ``CallbackUnanswered("failed")`` and an AMI ``Hangup`` of the agent's
+    leg; with ``DialEnd: ANSWER`` but no ``BridgeEnter`` → ``CallbackAnswered`` (the Dial did answer)."""
+    import telephony.asterisk as asterisk_module
+
+    monkeypatch.setattr(asterisk_module, "CALLBACK_SETTLE_SLACK", 0.0)
+    be, recorder = backend
+    peer.callback_outcome = "none"
+    ended_original_call(peer, be, recorder)
+    be.call_back(CALL, NUMBER, AgentEndpoint(2, "pjsip:agent02"), ring_seconds=0.2, customer_ring_seconds=0.2)
+    assert wait_for(lambda: recorder.of(AgentAnswered))
+    call = be.call(CALL)
+    assert call is not None
+    if lost == "bridge-enter":
+        peer.emit({"Event": "DialBegin", "Channel": call.agent_channel, "Uniqueid": call.agent_uniqueid,
+                   "DestChannel": "PJSIP/trunk-00009999", "DestUniqueid": "1700000999.1"})
+        peer.emit({"Event": "DialEnd", "Channel": call.agent_channel, "Uniqueid": call.agent_uniqueid,
+                   "DestChannel": "PJSIP/trunk-00009999", "DestUniqueid": "1700000999.1", "DialStatus": "ANSWER"})
+        assert wait_for(lambda: recorder.of(CallbackAnswered), 6)
+        assert not peer.actions_named("Hangup")
+    else:
+        agent_channel = call.agent_channel
+        assert wait_for(lambda: recorder.of(CallbackUnanswered), 6)
+        assert [e.reason for e in recorder.of(CallbackUnanswered)] == ["failed"]
+        assert wait_for(lambda: [a["Channel"] for a in peer.actions_named("Hangup")] == [agent_channel])
+    assert not recorder.of(CallHungUp)
+
+
 def test_agent_does_not_answer(peer: AmiPeer, backend: tuple[AsteriskBackend, Recorder]) -> None:
     """Documented ``OriginateResponse`` ``Response: Failure`` (``Reason: 3`` no answer) for the agent's leg:
     ``AgentNoAnswer`` only; the customer is never dialled."""
