@@ -12,9 +12,10 @@ the RTP watchdog, BYE from either side.
    INVITE ``sip:NUMBER@<sip.outbound_proxy>`` (or the registrar in ``registered`` mode), answering a
    digest challenge (401/407) once with the account's credentials.
 3. 2xx → ACK, the two legs relay into each other, ``CallbackAnswered``. 486/600 → ``busy``; 408/503/504,
-   no response at all, or a send error → ``failed``; any other 3xx–6xx → ``rejected``; ringing longer
-   than ``customer_ring_seconds`` → CANCEL and ``no-answer``. Unanswered: the agent's leg gets our BYE and
-   ``CallbackUnanswered(reason)`` is published (never ``CallHungUp``).
+   no response at all (within :data:`NO_RESPONSE_SECONDS`), or a send error → ``failed``; any other
+   3xx–6xx → ``rejected``; ringing longer than ``customer_ring_seconds`` → CANCEL and ``no-answer``.
+   Unanswered: the agent's leg gets our BYE and ``CallbackUnanswered(reason)`` is published (never
+   ``CallHungUp``).
 4. The agent hanging up while the customer rings → CANCEL to the customer, ``CallHungUp(by="agent")``.
 
 The customer's number is never logged (call ids and reasons only).
@@ -47,6 +48,11 @@ BUSY = frozenset({486, 600})
 UNREACHABLE = frozenset({408, 503, 504})
 """Request timeout, service unavailable, server time-out: the network (or the trunk) failed, not the customer."""
 PCMU = 0
+NO_RESPONSE_SECONDS = 8.0
+"""No response at all (not even 100 Trying) this long after the INVITE, resent at 0.5, 1, 2 and 4 s: the
+proxy or trunk is unreachable (an ICMP error is not visible on the unconnected SIP socket). Shorter than
+RFC 3261's Timer B (32 s) so the agent does not listen to ringback for nothing; a provisional response
+arriving later still gets its CANCEL."""
 CALLER_LEG_WAIT = 30.0
 """How long a callback waits for the original caller's leg (goodbye prompt, then our BYE) to end."""
 
@@ -103,6 +109,7 @@ def digest_authorization(
 
 
 class CallbackDialling:
+    customer_no_response_seconds: float = NO_RESPONSE_SECONDS
     settings: SipSettings
     address: Address
     media: MediaEngine
@@ -224,6 +231,8 @@ class CallbackDialling:
             self._callback_unanswered(call, "failed")
             return
         customer.cancel_timer = self.media.call_later(cb.ring_seconds, lambda: self._customer_ring_timeout(call))
+        if self.customer_no_response_seconds < cb.ring_seconds:
+            self.media.call_later(self.customer_no_response_seconds, lambda: self._customer_silent(call))
         sock = getattr(self, "sock", None)
         if sock is not None:
             try:
@@ -381,6 +390,14 @@ class CallbackDialling:
             return
         reason = "no-answer" if customer.responded else "failed"
         self._callback_unanswered(call, reason)
+
+    def _customer_silent(self, call: CallerCall) -> None:
+        cb = call.callback
+        if cb is None or cb.customer.responded or cb.customer.answered or cb.customer.failed or cb.outcome:
+            return
+        log.info("call %s: no response to the callback INVITE in %.0f s", call.call_id,
+                 self.customer_no_response_seconds)
+        self._callback_unanswered(call, "failed")
 
     def _callback_unanswered(self, call: CallerCall, reason: str, answered: bool = False) -> None:
         """End the attempt: CANCEL a still-ringing customer, BYE the agent, ``CallbackUnanswered``."""

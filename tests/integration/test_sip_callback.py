@@ -308,7 +308,8 @@ def test_unreachable_customer_fails_and_an_unanswering_agent_is_never_bridged(
     agent = start_agent(tmp_path)
     sleepy = start_agent(tmp_path, user="agent02", answermode="manual")
     try:
-        ep.backend.call_back(ORIGINAL_CALL, NUMBER, AgentEndpoint(4, agent.contact), 10, 1.5)
+        ep.backend.customer_no_response_seconds = 1.5  # (8 s in production) well before the 30 s ring time
+        ep.backend.call_back(ORIGINAL_CALL, NUMBER, AgentEndpoint(4, agent.contact), 10, 30)
         unanswered = ep.log.wait_for(CallbackUnanswered, timeout=10)
         assert unanswered.reason == "failed"
         agent.wait_event("CALL_CLOSED", timeout=5)
