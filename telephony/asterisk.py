@@ -66,6 +66,8 @@ ALL_DIGITS = "0123456789*#"
 CALL_ID_VARIABLE = "CALLCENTRE_CALL_ID"
 CALLBACK_NUMBER_VARIABLE = "CALLCENTRE_CALLBACK_NUMBER"
 CALLBACK_RING_VARIABLE = "CALLCENTRE_CALLBACK_RING"
+CALLER_LEG_WAIT_SECONDS = 30.0
+"""A callback due while the caller's own leg still hears the goodbye waits this long for it to end."""
 CALLBACK_SETTLE_SLACK = 5.0
 """Seconds past the customer's ring time after which a callback with no dial result is given up."""
 CAUSE_REASONS = {"17": "busy", "18": "no-answer", "19": "no-answer", "21": "rejected"}
@@ -118,6 +120,8 @@ class AsteriskCall:
     callback: CallbackLeg | None = None
     """Set when this is the platform calling a customer back: ``uniqueid``/``channel`` are then the
     customer's leg once it is dialled, ``agent_*`` the agent's."""
+    gone: threading.Event = field(default_factory=threading.Event)
+    """Set when the call's ``CallHungUp`` has been published."""
 
 
 def dial_string(contact: str) -> str:
@@ -151,6 +155,8 @@ class AsteriskBackend:
         prefix = settings.context_prefix
         self.contexts = {k: f"{prefix}-{k}" for k in ("in", "hold", "agent", "transfer", "callback")}
         self._callback_attempts = 0
+        self._deferred: set[str] = set()
+        """Calls whose callback waits for the caller's own leg to end."""
         self.link: AmiLink | None = None
         if enable_ami:
             self.link = AmiLink(
@@ -243,10 +249,34 @@ class AsteriskBackend:
         link = self._require_link()
         with self._lock:
             old = self._calls.get(call_id)
-            if old is not None and old.callback is not None and not old.ended:
+            if (old is not None and old.callback is not None and not old.ended) or call_id in self._deferred:
                 raise ValueError(f"call {call_id} is still connected; cannot call it back now")
+            caller_leg = old if old is not None and not old.ended else None
+            if caller_leg is not None:
+                self._deferred.add(call_id)
+        if caller_leg is None:
+            self._originate_callback(link, call_id, number, agent, dial, ring_seconds, customer_ring_seconds)
+            return
+        # The caller chose the callback a moment ago and still hears the goodbye (the AGI may be this
+        # very thread): ring the agent once that leg has ended, so its CallHungUp comes first.
+        log.info("call %s: callback waits for the caller's own leg to end", call_id)
+
+        def when_caller_gone() -> None:
+            if not caller_leg.gone.wait(CALLER_LEG_WAIT_SECONDS):
+                log.warning("call %s: the caller's leg did not end within %.0fs; ringing the agent anyway",
+                            call_id, CALLER_LEG_WAIT_SECONDS)
+            with self._lock:
+                self._deferred.discard(call_id)
+            self._originate_callback(link, call_id, number, agent, dial, ring_seconds, customer_ring_seconds)
+
+        threading.Thread(target=when_caller_gone, name=f"callback-{call_id}", daemon=True).start()
+
+    def _originate_callback(self, link: AmiLink, call_id: str, number: str, agent: AgentEndpoint, dial: str,
+                            ring_seconds: float, customer_ring_seconds: float) -> None:
+        with self._lock:
+            old = self._calls.get(call_id)
             if old is not None:
-                # The caller's own leg may still be saying goodbye; its late events no longer map here.
+                # Late events of the caller's own leg no longer map to this call.
                 for uid in (old.uniqueid, old.agent_uniqueid):
                     if self._by_uid.get(uid) == call_id:
                         del self._by_uid[uid]
@@ -368,6 +398,7 @@ class AsteriskBackend:
         if call.platform_hangup and by == "caller":
             by = "platform"
         self._publish(CallHungUp(call.call_id, by=by, cause=cause))
+        call.gone.set()
 
     def _agent_result(self, call: AsteriskCall, *, answered: bool) -> bool:
         """Publish the agent leg's outcome once; True when this call settled it."""

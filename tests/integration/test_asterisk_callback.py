@@ -345,20 +345,22 @@ def test_reason_mapping() -> None:
         "busy", "no-answer", "no-answer", "rejected", "no-answer", "busy", "failed", "failed", "failed", "failed"]
 
 
-def test_dispatcher_dials_an_ivr_callback_through_asterisk(demo_settings: Settings) -> None:
+@pytest.mark.parametrize("agent_free_first", [False, True])
+def test_dispatcher_dials_an_ivr_callback_through_asterisk(demo_settings: Settings, agent_free_first: bool) -> None:
     """End to end with the real IVR (shipped flow over FastAGI, played by ``tests/agi_peer.py``), the real
     dispatcher and router on the demo database, and the AMI peer: a known caller chooses "call me back"
     (menu key 9 at ``GET DATA``), hears the goodbye (``STREAM FILE``) and the AGI hangs up. When a general
-    agent becomes available the dispatcher reserves them and the backend ``Originate``s them into
+    agent is available the dispatcher reserves them and the backend ``Originate``s them into
     ``callcentre-callback`` with the caller's own number as ``CALLCENTRE_CALLBACK_NUMBER`` and
     ``routing.callback_ring_seconds``; the peer plays the answered ``Dial``, the call is answered with the
-    agent on it; the customer's ``Hangup`` ends it as a callback, the agent in wrap-up."""
+    agent on it; the customer's ``Hangup`` ends it as a callback, the agent in wrap-up. With the agent
+    free before the choice, the dispatcher asks for the callback while the caller still hears the
+    goodbye (in the AGI's own thread): the agent is rung only after that leg's ``CallHungUp``."""
     from sqlalchemy import select, update
 
     from callcentre.bootstrap import build_platform
     from callcentre.db.models import Agent, Call, QueueEntry
     from callcentre.demo_data import demo_customer
-    from callcentre.domain.events import AgentStateChanged
     from tests.agi_peer import AgiCaller, agi_environment
 
     with AmiPeer() as peer:
@@ -378,26 +380,36 @@ def test_dispatcher_dials_an_ivr_callback_through_asterisk(demo_settings: Settin
                 agent.sip_contact = "sip:agent01@pbx.example.test"
                 agent_id = agent.id
                 s.commit()
+            if agent_free_first:
+                _make_available(sessions, platform, agent_id)
             phone = demo_customer(1)["phone"]
             env = agi_environment(uniqueid="1700009100.1", caller=phone)
             peer.emit({"Event": "Newchannel", "Channel": env["agi_channel"], "ChannelState": "6",
                        "ChannelStateDesc": "Up", "Uniqueid": env["agi_uniqueid"], "Linkedid": env["agi_uniqueid"],
                        "Context": "callcentre-in", "Exten": "1000"})
-            caller = AgiCaller(be.agi.address[1], env, ["9"]).start()
+            caller = AgiCaller(be.agi.address[1], env, ["9"])
+            # When the Originate reaches the PBX, has the caller's AGI already been told to HANGUP?
+            goodbye_over_at_originate: list[bool] = []
+            plain_originate = peer._originate
+
+            def watched_originate(conn: Any, action: dict[str, str]) -> None:
+                goodbye_over_at_originate.append("HANGUP" in caller.commands)
+                plain_originate(conn, action)
+
+            peer._originate = watched_originate  # type: ignore[method-assign]
+            caller.start()
             assert caller.wait(10) and caller.error is None
             call_id = caller.variables["CALLCENTRE_CALL_ID"]
             assert caller.played[-1] == "callcentre/callback_ok" and "HANGUP" in caller.commands
             assert wait_for(lambda: recorder.of(CallHungUp))
-            with sessions() as s:
-                entry = s.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
-                assert entry is not None and entry.callback_number == phone and entry.status == "waiting"
-            assert not peer.actions_named("Originate")
-
-            with sessions() as s:
-                s.execute(update(Agent).where(Agent.id == agent_id).values(state="available"))
-                s.commit()
-            platform.bus.publish(AgentStateChanged(agent_id, "available"))
+            if not agent_free_first:
+                with sessions() as s:
+                    entry = s.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
+                    assert entry is not None and entry.callback_number == phone and entry.status == "waiting"
+                assert not peer.actions_named("Originate")
+                _make_available(sessions, platform, agent_id)
             assert wait_for(lambda: recorder.of(CallbackAnswered))
+            assert goodbye_over_at_originate == [True]
             (originate,) = peer.actions_named("Originate")
             assert originate["Channel"] == "PJSIP/agent01" and originate["Context"] == "callcentre-callback"
             assert originate["Timeout"] == str(int(settings.routing.ring_seconds * 1000))
@@ -425,6 +437,18 @@ def test_dispatcher_dials_an_ivr_callback_through_asterisk(demo_settings: Settin
             assert kinds == ["CallHungUp", "AgentAnswered", "CallbackAnswered", "CallHungUp"]
         finally:
             platform.stop()
+
+
+def _make_available(sessions: Any, platform: Any, agent_id: int) -> None:
+    from sqlalchemy import update
+
+    from callcentre.db.models import Agent
+    from callcentre.domain.events import AgentStateChanged
+
+    with sessions() as s:
+        s.execute(update(Agent).where(Agent.id == agent_id).values(state="available"))
+        s.commit()
+    platform.bus.publish(AgentStateChanged(agent_id, "available"))
 
 
 def _agent_state(sessions: Any, agent_id: int) -> str:
