@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from callcentre.bus import EventBus
 from callcentre.db.models import BackendCall, WebhookResponse
 from callcentre.db.session import session_scope
 from callcentre.domain.errors import CallCentreError
+from callcentre.domain.events import AgentNoAnswer
 from callcentre.settings import Settings, TwilioSettings
 from ivr.actions import Action, Enqueue, Gather, Prompt, Transfer
 from telephony.base import AgentEndpoint
@@ -59,6 +61,10 @@ CALLBACK_TWIML = "callback-twiml"
 """``webhook_responses`` step holding the TwiML prepared for a callback's agent leg (keyed by the leg token)."""
 CALLBACK_CUSTOMER = "callback-customer"
 """Marks a callback's customer leg (ref = its CallSid, body = the leg token of the agent's leg)."""
+FINAL_STATUS = "status-final"
+"""``webhook_responses`` step of a leg's final status callback (its body is set once ``CallHungUp`` is out)."""
+CALLER_LEG_WAIT_SECONDS = 30.0
+"""A callback due while the caller's own leg still hears the goodbye waits this long for it to end."""
 LEG_MOVED = "leg-moved"
 """Marks a callback's customer leg the platform gave new TwiML (a transfer): leaving the first agent's
 ``<Dial>`` is then not the end of the call."""
@@ -205,6 +211,39 @@ class TwilioBackend:
         if not number or not (number.lstrip("+").isdigit()):
             raise ValueError(f"call {call_id}: the callback number is not a diallable number")
         to = agent_address(agent.contact)
+        caller_leg = self._caller_leg_still_up(call_id)
+        if caller_leg is None:
+            self._dial_callback(call_id, number, agent, to, ring_seconds, customer_ring_seconds)
+            return
+        # The caller chose the callback a moment ago and still hears the goodbye: ring the agent once
+        # Twilio reported that leg's end (any worker may receive it), so its CallHungUp comes first.
+        log.info("call %s: callback waits for the caller's own leg to end", call_id)
+
+        def when_caller_gone() -> None:
+            deadline = time.monotonic() + CALLER_LEG_WAIT_SECONDS
+            while not self.marked(caller_leg, FINAL_STATUS) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            try:
+                self._dial_callback(call_id, number, agent, to, ring_seconds, customer_ring_seconds)
+            except Exception as exc:  # its text may hold the number: the type only
+                log.warning("call %s: the callback to agent %s could not start (%s)", call_id, agent.agent_id,
+                            type(exc).__name__)
+                if self._bus is not None:
+                    self._bus.publish(AgentNoAnswer(call_id, agent_id=agent.agent_id))
+
+        threading.Thread(target=when_caller_gone, name=f"callback-{call_id}", daemon=True).start()
+
+    def _caller_leg_still_up(self, call_id: str) -> str | None:
+        """The caller's own (first and only) leg, while Twilio has not reported its final status."""
+        with self.sessions() as session:
+            sids = list(session.scalars(select(BackendCall.ref).where(
+                BackendCall.backend == BACKEND, BackendCall.call_id == call_id).limit(2)))
+        if len(sids) != 1 or self.marked(sids[0], FINAL_STATUS):
+            return None
+        return sids[0]
+
+    def _dial_callback(self, call_id: str, number: str, agent: AgentEndpoint, to: str, ring_seconds: float,
+                       customer_ring_seconds: float) -> None:
         leg = secrets.token_hex(8)
         query = {"call": call_id, "agent": str(agent.agent_id), "leg": leg}
         response = VoiceResponse()

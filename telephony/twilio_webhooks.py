@@ -68,6 +68,7 @@ from telephony.twilio import (
     BACKEND,
     CALLBACK_CUSTOMER,
     CALLBACK_TWIML,
+    FINAL_STATUS,
     LEG_MOVED,
     PLATFORM_HANGUP,
     Capture,
@@ -532,7 +533,7 @@ class TwilioWebhooks:
                 self.bus.publish(CallHungUp(row.call_id, by="platform" if platform else "caller", cause=status))
             return str(VoiceResponse())
 
-        return self.once(sid, "status-final", produce)
+        return self.once(sid, FINAL_STATUS, produce)
 
     def recording(self, form: dict[str, str]) -> str:
         sid = form.get("CallSid", "")

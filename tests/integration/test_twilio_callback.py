@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -55,6 +56,15 @@ NUMBER = "+15550107777"
 AGENT_LEG = "CA" + "ab" * 16
 CUSTOMER_LEG = "CA" + "cd" * 16
 ORIGINAL = "CA" + "0e" * 16
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return bool(condition())
 
 
 class CallsHttpClient(CapturingHttpClient):
@@ -343,7 +353,8 @@ def test_call_back_refuses_what_it_cannot_dial(worker: Worker, demo_settings: Se
     assert not worker.http.posted("/Calls.json")
 
 
-def test_dispatcher_dials_an_ivr_callback_through_twilio(worker: Worker) -> None:
+@pytest.mark.parametrize("agent_free_first", [False, True])
+def test_dispatcher_dials_an_ivr_callback_through_twilio(worker: Worker, agent_free_first: bool) -> None:
     """End to end with the real IVR (shipped flow), dispatcher and router on the demo database: a known
     caller chooses "call me back" (menu key 9, documented Gather ``Digits``), hears the goodbye
     (``<Play>`` + ``<Hangup/>``) and hangs up (status callback ``completed``). When a general agent
@@ -351,9 +362,17 @@ def test_dispatcher_dials_an_ivr_callback_through_twilio(worker: Worker) -> None
     first: ``To`` the agent's ``client:`` identity, ``Timeout`` = ``routing.ring_seconds``); their
     answer (the ``Url`` webhook) dials the caller's own number for ``routing.callback_ring_seconds``;
     the customer's ``answered`` callback connects the call (answered, agent on the call) and the
-    ``<Dial action>`` after the customer hangs up ends it as a callback, agent in wrap-up."""
+    ``<Dial action>`` after the customer hangs up ends it as a callback, agent in wrap-up. With the agent
+    free before the choice, the dispatcher asks for the callback while the caller still hears the
+    goodbye: the agent's call is created only after that leg's final status callback."""
     from callcentre.db.models import Agent, QueueEntry
     from callcentre.domain.events import AgentStateChanged
+
+    def make_available() -> None:
+        with sessions() as s:
+            s.execute(update(Agent).where(Agent.id == agent_id).values(state="available"))
+            s.commit()
+        worker.platform.bus.publish(AgentStateChanged(agent_id, "available"))
 
     sessions = worker.platform.session_factory
     with sessions() as s:
@@ -363,12 +382,16 @@ def test_dispatcher_dials_an_ivr_callback_through_twilio(worker: Worker) -> None
         agent.sip_contact = "client:agent01"
         agent_id = agent.id
         s.commit()
+    if agent_free_first:
+        make_available()
     phone = demo_customer(1)["phone"]
     post_signed(worker.client, "/twilio/voice", call_params(ORIGINAL, phone))
     goodbye = twiml(post_signed(worker.client, "/twilio/gather/1",
                                 {**call_params(ORIGINAL, phone, status="in-progress"), "Digits": "9"}))
     assert [c.tag for c in goodbye][-1] == "Hangup"
     worker.app.extensions["twilio_webhooks"].drain()
+    time.sleep(0.2)
+    assert not worker.http.posted("/Calls.json"), "nobody is rung while the caller hears the goodbye"
     post_signed(worker.client, "/twilio/status", {**call_params(ORIGINAL, phone, status="completed"),
                                                    "CallDuration": "20"})
     with sessions() as s:
@@ -376,13 +399,11 @@ def test_dispatcher_dials_an_ivr_callback_through_twilio(worker: Worker) -> None
         assert row is not None
         call_id = row.call_id
         entry = s.scalar(select(QueueEntry).where(QueueEntry.call_id == call_id))
-        assert entry is not None and entry.callback_number == phone and entry.status == "waiting"
-    assert not worker.http.posted("/Calls.json")
-
-    with sessions() as s:
-        s.execute(update(Agent).where(Agent.id == agent_id).values(state="available"))
-        s.commit()
-    worker.platform.bus.publish(AgentStateChanged(agent_id, "available"))
+        assert entry is not None and entry.callback_number == phone
+    if not agent_free_first:
+        assert entry.status == "waiting" and not worker.http.posted("/Calls.json")
+        make_available()
+    assert wait_for(lambda: worker.http.posted(f"/Accounts/{ACCOUNT_SID}/Calls.json"))
     (created,) = worker.http.posted(f"/Accounts/{ACCOUNT_SID}/Calls.json")
     assert created["data"]["To"] == "client:agent01" and created["data"]["From"] == FROM
     assert created["data"]["Timeout"] == round(worker.platform.settings.routing.ring_seconds)
