@@ -90,6 +90,19 @@ ctrl_tcp_listen		127.0.0.1:{self.ctrl_port}
         (self.workdir / "contacts").write_text("")
 
     def start(self, timeout: float = 10.0) -> Baresip:
+        """Start with the ports given, or with probed free ones: a probed port can be taken by a parallel
+        process before baresip binds it ("Address already in use"), so then it is retried on new ports."""
+        chosen = bool(self.sip_port or self.ctrl_port)
+        for attempt in range(1 if chosen else 3):
+            try:
+                return self._start_once(timeout)
+            except RuntimeError:
+                if chosen or attempt == 2:
+                    raise
+                self.sip_port = self.ctrl_port = 0
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> Baresip:
         binary = require_binary("baresip")
         self.sip_port = self.sip_port or free_udp_port(even=True)
         self.ctrl_port = self.ctrl_port or _free_tcp_port()
