@@ -3,8 +3,9 @@
 - ``CallArrived`` → the IVR part starts (mono, caller audio).
 - ``AgentAnswered`` → the IVR part closes, the conversation starts (stereo: caller left, agent right).
 - ``CallHungUp`` → everything closes; a ``Recording`` row per file, and a transcription job per file.
-- ``CallbackUnanswered`` → the same: a callback's agent leg (started by its ``AgentAnswered``) ended
-  without the customer, and no ``CallHungUp`` follows it.
+- ``CallbackUnanswered`` → the recording a callback's ``AgentAnswered`` started is closed and deleted:
+  the customer never came on, so it holds only the agent and the ringback tone, no conversation to keep
+  or transcribe (and no ``CallHungUp`` follows to close it).
 - A ``Gather`` marked ``sensitive`` (PIN, card number) pauses the recording until the next action,
   via :class:`RecordingBackend`, which wraps any telephony backend; an agent's pause button calls
   :meth:`RecordingService.pause` / :meth:`resume`.
@@ -73,7 +74,21 @@ class RecordingService:
         self.finish(event.call_id)
 
     def on_callback_unanswered(self, event: CallbackUnanswered) -> None:
-        self.finish(event.call_id)
+        self.discard(event.call_id)
+
+    def discard(self, call_id: str) -> int:
+        """Close the call's open recordings and delete their files without saving rows; returns how many."""
+        if self.drain is not None and self.recorder(call_id) is not None:
+            self.drain()
+        with self._lock:
+            recorder = self._calls.pop(call_id, None)
+        if recorder is None:
+            return 0
+        recorder.stop()
+        for finished in recorder.finished:
+            finished.path.unlink(missing_ok=True)
+        log.info("call %s: %d unanswered-callback recording(s) discarded", call_id, len(recorder.finished))
+        return len(recorder.finished)
 
     def start_part(self, call_id: str, kind: str) -> None:
         """Start recording ``kind`` (e.g. ``survey_comment``) for a call, closing any open part."""

@@ -224,10 +224,12 @@ def test_refused_callback_ends_the_agent_leg(
         agent.stop()
     assert names(ep.log) == ["AgentAnswered", "CallbackUnanswered"]
     assert ORIGINAL_CALL not in ep.backend.calls
-    # The recording the agent's answer started is closed and saved, not left open
+    # The recording the agent's answer started is closed, not left open, and discarded: the customer never
+    # came on, so there is no conversation to keep or transcribe
     assert recordings.recorder(ORIGINAL_CALL) is None
     with session_factory() as s:
-        assert [r.kind for r in s.query(Recording).filter_by(call_id=ORIGINAL_CALL)] == ["conversation"]
+        assert s.query(Recording).filter_by(call_id=ORIGINAL_CALL).count() == 0
+    assert not [p for p in (tmp_path / "recordings").rglob("*") if p.is_file()]
 
 
 def test_callback_ringing_out_is_cancelled_as_no_answer(endpoint_factory: Any, tmp_path: Path) -> None:
