@@ -24,12 +24,10 @@ The customer's number is never logged (call ids and reasons only).
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -39,7 +37,8 @@ from telephony.audio import EncodedClip, encode, split_frames, tone_linear16
 from telephony.base import AgentEndpoint
 from telephony.rtp_relay import MediaEngine, NoRtpPortError, RtpSession
 from telephony.sdp import SdpError, parse_offer
-from telephony.sip_message import RawSip, SipSyntaxError, host_port_of, parse
+from telephony.sip_digest import digest_header
+from telephony.sip_message import RawSip, SipSyntaxError, host_port_of, parse, uri_of
 from telephony.sip_state import Address, AgentLeg, CallbackDial, CallerCall, Leg
 
 log = logging.getLogger(__name__)
@@ -73,6 +72,7 @@ def ringback_clip(payload_type: int) -> EncodedClip:
     return EncodedClip("ringback", payload_type, tuple(encode(f, payload_type) for f in split_frames(pcm)))
 
 
+_BRANCH = re.compile(r"branch=([^;,\s]+)")
 _DIGEST_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 
 
@@ -83,29 +83,17 @@ def digest_authorization(
     without ``qop=auth``); None when the challenge is not a usable Digest one.
 
     The hardened pyVoIP client (``telephony/pyvoip_patches/client.py``) answers challenges for REGISTER
-    only and works on its own message class; this is the same computation for our INVITE."""
+    only and parses with its own message class; both compute with :func:`telephony.sip_digest.digest_header`."""
     header = "www-authenticate" if challenge.status == 401 else "proxy-authenticate"
     value = challenge.get(header)
     if not value.lower().startswith("digest"):
         return None
     params = {m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
               for m in _DIGEST_PARAM.finditer(value[6:])}
-    realm, nonce = params.get("realm", ""), params.get("nonce", "")
-    if not nonce or params.get("algorithm", "MD5").upper() != "MD5":
+    if not params.get("nonce") or params.get("algorithm", "MD5").upper() != "MD5":
         return None
-    ha1 = hashlib.md5(f"{username}:{realm}:{password}".encode()).hexdigest()
-    ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
-    fields = f'username="{username}", realm="{realm}", nonce="{nonce}", uri="{uri}", algorithm=MD5'
-    if "auth" in [q.strip() for q in params.get("qop", "").split(",")]:
-        cnonce = cnonce or uuid.uuid4().hex[:16]
-        response = hashlib.md5(f"{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}".encode()).hexdigest()
-        fields += f', qop=auth, nc=00000001, cnonce="{cnonce}"'
-    else:
-        response = hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
-    if "opaque" in params:
-        fields += f', opaque="{params["opaque"]}"'
-    name = "Authorization" if challenge.status == 401 else "Proxy-Authorization"
-    return f'{name}: Digest {fields}, response="{response}"'
+    return digest_header(challenge.status, params, method=method, uri=uri, username=username, password=password,
+                         cnonce=cnonce)
 
 
 class CallbackDialling:
@@ -130,6 +118,8 @@ class CallbackDialling:
                           purpose: str) -> AgentLeg: ...
         def _build_invite(self, leg: Leg, extra: tuple[str, ...] = ()) -> tuple[bytes, str]: ...
         def _send_invite(self, agent: AgentLeg) -> None: ...
+        def _via(self, branch: str | None = None) -> tuple[str, str]: ...
+        def _retransmit_invite(self, agent: AgentLeg, target: Address, interval: float, invite: bytes) -> None: ...
         def _send_ack(self, agent: AgentLeg, msg: RawSip, number: int, failure: bool = False) -> None: ...
         def _send_cancel(self, agent: AgentLeg) -> None: ...
         def _establish_dialog(self, leg: Leg, msg: RawSip) -> None: ...
@@ -234,14 +224,19 @@ class CallbackDialling:
         if self.customer_no_response_seconds < cb.ring_seconds:
             self.media.call_later(self.customer_no_response_seconds, lambda: self._customer_silent(call))
         sock = getattr(self, "sock", None)
-        if sock is not None:
-            try:
-                sock.sendto(customer.invite, customer.leg.remote)  # a send error is an immediate failure
-            except OSError as exc:
-                log.warning("call %s: callback INVITE could not be sent (%s)", call.call_id, exc.strerror)
-                self._callback_unanswered(call, "failed")
-                return
-        self._send_invite(customer)
+        if sock is None:
+            self._send_invite(customer)
+            return
+        invite, target = customer.invite, customer.leg.remote
+        try:
+            sock.sendto(invite, target)  # sent here, not by _send_invite: a send error is an immediate failure
+        except OSError as exc:
+            log.warning("call %s: callback INVITE could not be sent (%s)", call.call_id, exc.strerror)
+            self._callback_unanswered(call, "failed")
+            return
+        # Only Timer A's retransmissions from here: sending it again at once made the customer's side answer
+        # twice (a second 401 on a challenged trunk, taken for a refusal).
+        self.media.call_later(0.5, lambda: self._retransmit_invite(customer, target, 0.5, invite))
 
     def _callback_discard(self, call: CallerCall) -> None:
         """The agent never answered: close the unused customer leg; AgentNoAnswer was published."""
@@ -294,6 +289,12 @@ class CallbackDialling:
         assert cb is not None
         customer = cb.customer
         status = msg.status
+        if number != customer.leg.cseq:
+            # A late or retransmitted answer to an INVITE already replaced (re-sent with credentials): a final
+            # one is ACKed again (RFC 3261 §17.1.1.2, on its own transaction's branch); nothing else changes.
+            if status >= 300:
+                self._send(self._stale_ack(customer, msg, number), customer.leg.remote)
+            return
         first_response = not customer.responded
         customer.responded = True
         if status < 200:
@@ -312,6 +313,17 @@ class CallbackDialling:
             self._callback_unanswered(call, callback_reason(status))
             return
         self._customer_answered(call, cb, msg, number)
+
+    def _stale_ack(self, customer: AgentLeg, msg: RawSip, number: int) -> bytes:
+        leg = customer.leg
+        found = _BRANCH.search(msg.get("via"))
+        via, _ = self._via(found.group(1) if found else None)
+        lines = [
+            f"ACK {uri_of(leg.remote_header)} SIP/2.0", via, "Max-Forwards: 70",
+            f"From: {leg.local_header}", f"To: {msg.get('to')}", f"Call-ID: {leg.sip_call_id}",
+            f"CSeq: {number} ACK", "Content-Length: 0",
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
     def _resend_with_credentials(self, call: CallerCall, cb: CallbackDial, msg: RawSip) -> bool:
         customer = cb.customer

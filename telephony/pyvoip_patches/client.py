@@ -20,7 +20,6 @@ registrar at all.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import socket
@@ -41,6 +40,7 @@ from telephony.pyvoip_patches.transport import (
     salvage_bad_request,
 )
 from telephony.pyvoip_patches.version import import_pyvoip
+from telephony.sip_digest import digest_header
 
 _voip, _sip, _rtp = import_pyvoip()
 SIPClient = _sip.SIPClient
@@ -344,21 +344,9 @@ class HardenedSIPClient(SIPClient):  # type: ignore[misc, valid-type]
 
     def _digest(self, challenge: HardenedSIPMessage, method: str, uri: str) -> str:
         header = "WWW-Authenticate" if challenge.status_code == 401 else "Proxy-Authenticate"
-        params = challenge.headers.get(header) or {}
-        realm, nonce = params.get("realm", ""), params.get("nonce", "")
-        ha1 = hashlib.md5(f"{self.username}:{realm}:{self.password}".encode()).hexdigest()
-        ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
-        fields = f'username="{self.username}", realm="{realm}", nonce="{nonce}", uri="{uri}", algorithm=MD5'
-        if "auth" in str(params.get("qop", "")).split(","):
-            cnonce = uuid.uuid4().hex[:16]
-            response = hashlib.md5(f"{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}".encode()).hexdigest()
-            fields += f', qop=auth, nc=00000001, cnonce="{cnonce}"'
-        else:
-            response = hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
-        if "opaque" in params:
-            fields += f', opaque="{params["opaque"]}"'
-        name = "Authorization" if challenge.status_code == 401 else "Proxy-Authorization"
-        return f'{name}: Digest {fields}, response="{response}"'
+        params = {str(k).lower(): str(v) for k, v in (challenge.headers.get(header) or {}).items()}
+        return digest_header(challenge.status_code, params, method=method, uri=uri, username=self.username,
+                             password=self.password)
 
     @staticmethod
     def _granted_expires(reply: HardenedSIPMessage, asked: int) -> int:

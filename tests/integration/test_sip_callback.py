@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import audioop
 import collections
+import contextlib
 import re
 import socket
 import threading
@@ -423,6 +424,52 @@ def test_malformed_customer_responses_never_crash_the_endpoint(endpoint_factory:
         agent.stop()
         raw.sock.close()
     assert not ep.log.of(CallbackAnswered) and not ep.log.of(CallHungUp)
+
+
+def test_a_repeated_challenge_is_acked_and_changes_nothing(endpoint_factory: Any, tmp_path: Path) -> None:
+    """The INVITE goes out once (Timer A only after 0.5 s without an answer); a challenge that comes twice
+    (a trunk retransmitting its 401) is ACKed each time on the first INVITE's transaction, the INVITE is
+    re-sent with credentials once, and the duplicate is not taken for a refusal."""
+    raw = RawCustomer()
+    ep = endpoint_factory(outbound_proxy=f"127.0.0.1:{raw.port}", username="callcentre", password="trunk-secret")
+    agent = start_agent(tmp_path)
+
+    def datagrams(seconds: float) -> list[str]:
+        seen, deadline = [], time.monotonic() + seconds
+        raw.sock.settimeout(0.05)
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                seen.append(raw.sock.recvfrom(65535)[0].decode(errors="replace"))
+        raw.sock.settimeout(5)
+        return seen
+
+    def cseq(text: str) -> str:
+        found = re.search(r"^CSeq:[ \t]*(.*?)\r$", text, re.M | re.I)
+        return found.group(1) if found else ""
+
+    try:
+        ep.backend.call_back(ORIGINAL_CALL, NUMBER, AgentEndpoint(11, agent.contact), 10, 10)
+        raw.receive("INVITE")
+        assert [m for m in datagrams(0.3) if m.startswith("INVITE ")] == []  # sent once, not twice
+        first_branch = re.search(r"branch=([^;,\s]+)", raw.header("Via"))
+        challenge = 'WWW-Authenticate: Digest realm="trunk.test", nonce="n1"'
+        for _ in range(2):
+            raw.reply("401 Unauthorized\r\n" + challenge)
+        seen = datagrams(0.4)
+        acks = [m for m in seen if m.startswith("ACK ")]
+        invites = [m for m in seen if m.startswith("INVITE ")]
+        assert [cseq(a) for a in acks] == ["1 ACK", "1 ACK"], seen
+        assert first_branch is not None and all(first_branch.group(1) in a for a in acks)
+        assert len(invites) == 1 and cseq(invites[0]) == "2 INVITE" and "Authorization: Digest" in invites[0]
+        assert not ep.log.of(CallbackUnanswered)  # the repeated 401 was not a refusal
+        raw.request = invites[0]
+        raw.reply("486 Busy Here")
+        busy = ep.log.wait_for(CallbackUnanswered, timeout=5)
+        assert busy.reason == "busy"
+        agent.wait_event("CALL_CLOSED", timeout=5)
+    finally:
+        agent.stop()
+        raw.sock.close()
 
 
 def test_digest_challenge_is_answered(endpoint_factory: Any, tmp_path: Path) -> None:
