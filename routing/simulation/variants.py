@@ -19,6 +19,8 @@ Variants (all compared on the same callers, against the same FCFS pooled/split r
 * ``sl-aware``: a freed agent takes the oldest call that can still be answered within 20 s, else the head
   of its longest queue. It games SL20 by reordering rather than pooling, so the study also reports it against
   pooled/split references run under the same rule.
+* ``rollout``: one step of policy improvement over a router-like rule (:mod:`routing.simulation.rollout`);
+  minutes per 10,000 calls, so only run when named (``--variants router rollout``).
 
 :func:`preemptive_abandonment_bound` computes what no routing could beat in abandonment efficiency even if calls
 could move between agents mid-call (valid when patience and handle time have the same mean, as in the issue).
