@@ -1,8 +1,9 @@
 """Every prompt the platform can play from recordings: all flows in a flows folder plus the queue's.
 
 One prompts folder serves them all, so ``callcentre prompts build`` and the staleness test read the
-same catalogue. Queue announcements are texts in ``routing.queue_experience``; the callback offer is
-recorded with the default key (``1``) — a queue configured with another key needs its own recording.
+same catalogue. Queue announcements are texts in ``routing.queue_experience``; the callback offer is a
+fixed part plus one recording per DTMF key (``key_0`` … ``key_hash``), so every configurable
+``callback_key`` is said correctly from recordings.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from pathlib import Path
 from ivr.flow import load_flow
 from routing.queue_experience import QUEUE_PROMPTS
 
-DEFAULT_CALLBACK_KEY = "1"
-
 
 class PromptConflict(ValueError):
     """Two sources give one prompt id different texts."""
@@ -24,8 +23,7 @@ def prompt_texts(flow_files: Iterable[Path], *, include_queue: bool = True) -> d
     texts: dict[str, str] = {}
     sources: list[tuple[str, dict[str, str]]] = [(str(p), dict(load_flow(p).prompts)) for p in flow_files]
     if include_queue:
-        queue = {pid: text.format(key=DEFAULT_CALLBACK_KEY) for pid, text in QUEUE_PROMPTS.items()}
-        sources.append(("routing.queue_experience", queue))
+        sources.append(("routing.queue_experience", dict(QUEUE_PROMPTS)))
     for source, prompts in sources:
         for pid, text in prompts.items():
             if texts.setdefault(pid, text) != text:

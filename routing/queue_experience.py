@@ -294,13 +294,26 @@ QUEUE_PROMPTS: dict[str, str] = {
     "queue_wait_pre": "Your expected wait is about",
     "queue_wait_minute": "minute.",
     "queue_wait_minutes": "minutes.",
-    "queue_callback_offer": "To keep your place and be called back instead, press {key}.",
+    "queue_callback_offer": "To keep your place and be called back instead, press",
     "queue_callback_ok": "Thank you. You keep your place, and we will call you back when an agent is free. Goodbye.",
     "queue_closed": "We are closed now. Please call again during opening hours. Goodbye.",
     **{f"num_{n}": str(n) for n in range(1, 31)},
     "num_many": "more than thirty",
+    **{f"key_{k}": f"{k}." for k in "0123456789"},
+    "key_star": "star.",
+    "key_hash": "hash.",
 }
-"""Prompt id → text. Numbers are separate recordings so any position can be said from WAV files."""
+"""Prompt id → text. Numbers and keys are separate recordings so any position, and whichever
+callback key a queue is configured with, can be said from WAV files: the callback offer is
+``queue_callback_offer`` ("… press") followed by :func:`key_prompt` of the queue's key."""
+
+
+def key_prompt(key: str) -> str:
+    """The prompt id that says one DTMF key (``key_0`` … ``key_9``, ``key_star``, ``key_hash``)."""
+    names = {"*": "star", "#": "hash"}
+    if len(key) != 1 or key not in "0123456789*#":
+        raise ValueError(f"not one DTMF key: {key!r}")
+    return f"key_{names.get(key, key)}"
 
 
 def _number(n: int) -> str:
@@ -329,8 +342,8 @@ def announcement(
         and estimate.seconds > rules.callback_offer_after
     )
     if offer:
-        ids.append("queue_callback_offer")
-    texts = tuple(QUEUE_PROMPTS[i].format(key=rules.callback_key) for i in ids)
+        ids += ["queue_callback_offer", key_prompt(rules.callback_key)]
+    texts = tuple(QUEUE_PROMPTS[i] for i in ids)
     return Announcement(tuple(ids), texts, offer)
 
 
