@@ -6,6 +6,9 @@ Event → work (the pipeline, in one table at :meth:`Dispatcher.subscribe`):
 * ``AgentStateChanged`` (available) → dispatch: the freed agent is offered the best waiting call
 * ``AgentAnswered``   → reservation answered, segment started, agent On call, transfer completed
 * ``AgentNoAnswer``   → the call goes back to its ORIGINAL place; M misses in a row → agent Not Ready
+* ``ConsultHandedOver`` → the first agent hung up while consulting: recorded like ``complete_warm``, or (the
+  consulted agent still rings) the first agent wraps up and the caller waits for them; if they miss it,
+  the caller goes back to the queue at the ORIGINAL place (the transfer is recorded as ``failed``)
 * ``CallHungUp``      → a waiting caller leaves (unless they chose a callback), a ringing agent is freed
 * ``DigitsReceived``  → the callback key of a queued caller: they hang up and keep their place
 * ``CallbackRequested`` (from the IVR menu, not the queue) → a place in the flow's queue as a callback
@@ -65,6 +68,7 @@ from callcentre.domain.events import (
     CallOffered,
     CallQueued,
     CallTransferred,
+    ConsultHandedOver,
     DigitsReceived,
 )
 from ivr.actions import Gather, Hangup, Prompt, Transfer
@@ -209,6 +213,7 @@ class Dispatcher:
             (CallbackRequested, self.on_callback_requested),
             (CallbackAnswered, self.on_callback_answered),
             (CallbackUnanswered, self.on_callback_unanswered),
+            (ConsultHandedOver, self.on_handed_over),
         ]
         for event_type, handler in table:
             self.bus.subscribe(event_type, handler)
@@ -524,6 +529,7 @@ class Dispatcher:
                 )
                 for miss in misses:
                     self._keep_consulting_caller(session, miss)
+                    self._requeue_after_handover(session, miss, now)
             for miss in misses:
                 if miss.reason == "not_dialled":
                     log.warning(
@@ -696,6 +702,7 @@ class Dispatcher:
                 )
                 if miss is not None:
                     self._keep_consulting_caller(session, miss)
+                    self._requeue_after_handover(session, miss, now)
             if miss is None:
                 return
             self._after_miss(miss, now)
@@ -717,6 +724,31 @@ class Dispatcher:
         entry = session.scalars(select(QueueEntry).where(QueueEntry.call_id == miss.call_id)).one_or_none()
         if entry is not None and entry.status == "waiting":
             entry.status = "connected"
+
+    def _requeue_after_handover(self, session: Session, miss: reservations.Miss, now: datetime) -> None:
+        """The consulted agent missed a consultation whose first agent had hung up: nobody has the caller,
+        so they wait in their queue again at their ORIGINAL place (arrival time in the queue, skills,
+        priority and language of the first wait; the warm transfer's offer had replaced them). The failed
+        transfer record keeps its reason and note for whoever answers next."""
+        record = transfers.handover_unanswered(session, miss.call_id, miss.agent_id, now=now)
+        if record is None:
+            return
+        entry = session.scalars(select(QueueEntry).where(QueueEntry.call_id == miss.call_id)).one_or_none()
+        call = session.get(Call, miss.call_id)
+        if entry is None or call is None or call.state == CallState.ENDED.value:
+            return
+        if call.required_skills:
+            skills = [list(pair) for pair in call.required_skills]
+        else:
+            queue = session.scalars(select(Queue).where(Queue.name == entry.queue)).first()
+            skills = [list(pair) for pair in queue_requirements(queue.required_skills if queue is not None else [])]
+        entry.status, entry.required_skills, entry.preferred_agent_id = "waiting", skills, None
+        entry.enqueued_at = call.queued_at or entry.enqueued_at
+        entry.priority, entry.language, entry.updated_at = call.priority, call.language or entry.language, now
+        call.state = CallState.QUEUED.value
+        self._announced.setdefault(miss.call_id, now)
+        self._mine.add(miss.call_id)
+        log.info("call %s: handover to agent %s unanswered; back in queue %s", miss.call_id, miss.agent_id, entry.queue)
 
     def _after_miss(self, miss: reservations.Miss, now: datetime) -> None:
         reason = reservations.NOT_READY_REASON if miss.agent_state is AgentState.NOT_READY else ""
@@ -924,6 +956,30 @@ class Dispatcher:
             self.backend.complete_consult(call_id)  # caller ↔ consulted agent; the first agent's leg ends
         else:
             self.backend.hold(call_id, False)
+
+    def on_handed_over(self, event: ConsultHandedOver) -> None:
+        """The first agent hung up during the consultation and the backend kept the caller for the
+        consulted agent (:class:`ConsultHandedOver`). Recorded with the same code as :meth:`complete_warm`
+        (``transfers.hand_over``); the agents' screens get the states the console's Complete button pushes."""
+        now = self.clock()
+        published: list[object] = []
+        with self._lock, session_scope(self.sessions) as session:
+            record = transfers.hand_over(session, event.call_id, event.from_agent_id, now=now)
+            if record is None:
+                return  # already recorded (the consulted agent's answer completed a pending handover)
+            log.info(
+                "call %s: agent %s hung up while consulting; handed over to agent %s (%s)",
+                event.call_id,
+                event.from_agent_id,
+                record.to_agent_id,
+                "answered" if record.status == "completed" else "still ringing",
+            )
+            for agent_id in (record.from_agent_id, record.to_agent_id if record.status == "completed" else None):
+                agent = session.get(Agent, agent_id) if agent_id is not None else None
+                if agent is not None:
+                    published.append(AgentStateChanged(agent.id, agent.state, at=agent.state_since))
+        for item in published:
+            self.bus.publish(item)
 
     def return_warm(self, transfer_id: int) -> None:
         with self._lock, session_scope(self.sessions) as session:

@@ -224,12 +224,9 @@ def on_answered(session: Session, call_id: str, agent_id: int, *, now: datetime)
     return record
 
 
-def complete_warm(session: Session, transfer_id: int, *, now: datetime) -> TransferRecord:
-    """The first agent hands over after consulting: their segment closes, the consulted agent has the call."""
-    record = session.get(TransferRecord, transfer_id)
-    if record is None or record.status != "consulting" or record.to_agent_id is None:
-        raise TransferError(record.call_id if record else "?", "no consultation to complete")
-    if (
+def _consulted_on_call(session: Session, record: TransferRecord) -> bool:
+    """Whether the consulted agent of ``record`` answered (their leg is started and still open)."""
+    return (
         session.scalars(
             select(CallSegment).where(
                 CallSegment.call_id == record.call_id,
@@ -238,15 +235,85 @@ def complete_warm(session: Session, transfer_id: int, *, now: datetime) -> Trans
                 CallSegment.started_at.is_not(None),
             )
         ).first()
-        is None
-    ):
-        raise TransferError(record.call_id, "the consulted agent has not answered yet")
+        is not None
+    )
+
+
+def _first_agent_leaves(session: Session, record: TransferRecord, now: datetime) -> None:
+    """The transferring agent's part of a warm transfer ends: segment closed as transferred, wrap-up."""
     segment = session.get(CallSegment, record.from_segment_id) if record.from_segment_id else None
     if segment is not None and segment.ended_at is None:
         _close_segment(segment, record, now)
     if record.from_agent_id is not None:
         _agent_to_wrap_up(session, record.from_agent_id, now)
+
+
+def complete_warm(session: Session, transfer_id: int, *, now: datetime) -> TransferRecord:
+    """The first agent hands over after consulting: their segment closes, the consulted agent has the call."""
+    record = session.get(TransferRecord, transfer_id)
+    if record is None or record.status != "consulting" or record.to_agent_id is None:
+        raise TransferError(record.call_id if record else "?", "no consultation to complete")
+    if not _consulted_on_call(session, record):
+        raise TransferError(record.call_id, "the consulted agent has not answered yet")
+    _first_agent_leaves(session, record, now)
     record.status, record.completed_at = "completed", now
+    session.flush()
+    return record
+
+
+# --- the first agent hangs up during the consultation ("attended transfer on hang-up") -------------
+
+
+def _consulting(session: Session, call_id: str, from_agent_id: int) -> TransferRecord | None:
+    return session.scalars(
+        select(TransferRecord)
+        .where(
+            TransferRecord.call_id == call_id,
+            TransferRecord.kind == "warm",
+            TransferRecord.status == "consulting",
+            TransferRecord.from_agent_id == from_agent_id,
+        )
+        .order_by(TransferRecord.id.desc())
+    ).first()
+
+
+def hand_over(session: Session, call_id: str, from_agent_id: int, *, now: datetime) -> TransferRecord | None:
+    """The first agent hung up while consulting; the backend kept the caller for the consulted agent.
+
+    * the consulted agent is on the call → exactly :func:`complete_warm`;
+    * their phone still rings → the first agent's part ends the same way (segment closed as
+      transferred, wrap-up) and the record waits as ``requested``, like a blind transfer to that agent:
+      their answer completes it (:func:`on_answered`), their miss fails it (:func:`handover_unanswered`).
+
+    None when there is no consultation of that agent's left to hand over (already handled)."""
+    record = _consulting(session, call_id, from_agent_id)
+    if record is None or record.to_agent_id is None:
+        return None
+    if _consulted_on_call(session, record):
+        return complete_warm(session, record.id, now=now)
+    _first_agent_leaves(session, record, now)
+    record.status = "requested"
+    session.flush()
+    return record
+
+
+def handover_unanswered(session: Session, call_id: str, agent_id: int, *, now: datetime) -> TransferRecord | None:
+    """The consulted agent never answered a consultation whose first agent had already hung up: the
+    transfer failed (its reason and note stay on the record for the next agent to read). Returns it so
+    the caller can be put back in the queue; None if this miss was not such a handover."""
+    record = session.scalars(
+        select(TransferRecord)
+        .where(
+            TransferRecord.call_id == call_id,
+            TransferRecord.kind == "warm",
+            TransferRecord.status == "requested",
+            TransferRecord.to_agent_id == agent_id,
+        )
+        .order_by(TransferRecord.id.desc())
+    ).first()
+    if record is None:
+        return None
+    record.status, record.completed_at = "failed", now
     session.flush()
     return record
 

@@ -6,7 +6,9 @@ plays the caller (``place_call``, ``press``, ``speak``, ``silence``, ``caller_ha
 agent's phone (``agent_answers``, ``agent_rejects``); everything the platform asked of the backend
 is kept in ``performed`` and ``commands`` for inspection. It can consult (warm transfer,
 :class:`telephony.base.ConsultCapable`): while ``consulting``, ``agent_answers`` connects the second
-agent to the first (``consulted_agent``) and the caller stays ``on_hold``.
+agent to the first (``consulted_agent``) and the caller stays ``on_hold``. The first agent hanging up
+(``agent_hangs_up``) while consulting hands the caller over (``ConsultHandedOver``) instead of ending the call,
+as the SIP backend does.
 
 It can call back (:class:`telephony.base.CallbackCapable`), simulated with explicit hooks instead of a
 network: ``call_back`` rings the agent (``agent_answers`` / ``agent_rejects`` as for any offer); once
@@ -28,6 +30,7 @@ from callcentre.domain.events import (
     CallbackAnswered,
     CallbackUnanswered,
     CallHungUp,
+    ConsultHandedOver,
     DigitsReceived,
     InputTimedOut,
     SpeechHeard,
@@ -51,6 +54,8 @@ class MemoryCall:
     """A warm transfer's consultation is on: ``ringing_agent`` / ``consulted_agent`` is the second agent."""
     consulted_agent: int | None = None
     """The second agent, once they answered the consultation (talking to ``connected_agent``)."""
+    handover_from: int | None = None
+    """The first agent hung up while the consulted agent still rang: the caller (held) waits for them."""
     on_hold: bool = False
     ended: bool = False
     callback_phase: str = ""
@@ -213,6 +218,13 @@ class MemoryBackend:
         if call.ringing_agent is None:
             raise ValueError(f"call {call_id}: no agent is ringing")
         agent_id = call.ringing_agent.agent_id
+        if call.handover_from is not None:
+            # The first agent is gone: the consulted agent gets the caller directly.
+            first, call.handover_from = call.handover_from, None
+            call.ringing_agent, call.connected_agent, call.consulting, call.on_hold = None, agent_id, False, False
+            self._publish(AgentAnswered(call_id, agent_id=agent_id))
+            self._publish(ConsultHandedOver(call_id, from_agent_id=first, to_agent_id=agent_id, answered=True))
+            return
         if call.consulting:
             call.ringing_agent, call.consulted_agent = None, agent_id
         else:
@@ -227,11 +239,30 @@ class MemoryBackend:
             raise ValueError(f"call {call_id}: no agent is ringing")
         agent_id = call.ringing_agent.agent_id
         call.ringing_agent = None
+        if call.handover_from is not None:
+            # Nobody has the caller now: they wait (queue music) like any queued caller; the platform re-queues.
+            call.handover_from, call.consulting, call.on_hold = None, False, False
         if call.callback_phase == "agent":
             call.ended, call.callback_phase = True, ""  # the callback leg was only the agent's: it is gone
         self._publish(AgentNoAnswer(call_id, agent_id=agent_id))
 
     def agent_hangs_up(self, call_id: str) -> None:
+        """The connected agent hangs up. During a consultation that is the FIRST agent, and the caller is
+        handed over to the consulted agent (answered: bridged now; ringing: held until they answer)."""
+        call = self.calls.get(call_id)
+        if call is not None and not call.ended and call.consulting and call.connected_agent is not None:
+            first = call.connected_agent
+            if call.consulted_agent is not None:
+                to = call.consulted_agent
+                call.connected_agent, call.consulted_agent = to, None
+                call.consulting, call.on_hold = False, False
+                self._publish(ConsultHandedOver(call_id, from_agent_id=first, to_agent_id=to, answered=True))
+                return
+            if call.ringing_agent is not None:
+                to = call.ringing_agent.agent_id
+                call.connected_agent, call.handover_from = None, first
+                self._publish(ConsultHandedOver(call_id, from_agent_id=first, to_agent_id=to, answered=False))
+                return
         self._end(call_id, by="agent")
 
     # -- helpers ----------------------------------------------------------------------------------

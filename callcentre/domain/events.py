@@ -95,6 +95,22 @@ class CallTransferred(Event):
 
 
 @dataclass(frozen=True)
+class ConsultHandedOver(Event):
+    """The FIRST agent hung up during a warm transfer's consultation ("attended transfer on hang-up"):
+    the caller is handed over to the consulted agent instead of being dropped.
+
+    ``answered=True``: the consulted agent is on the line and the backend has already bridged the caller
+    to them (the first agent's leg is gone); the platform records it like a completed warm transfer.
+    ``answered=False``: the consulted agent's phone still rings; the caller stays held (music) with the
+    first agent's leg gone. When they answer the backend publishes ``AgentAnswered`` and then this event
+    again with ``answered=True``; when they do not, ``AgentNoAnswer`` (the platform re-queues the caller)."""
+
+    from_agent_id: int
+    to_agent_id: int
+    answered: bool = True
+
+
+@dataclass(frozen=True)
 class CallbackRequested(Event):
     """The caller asked to be called back (IVR menu or queue offer); ``keep_place`` if from the queue."""
 
