@@ -9,10 +9,12 @@ from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from callcentre.db.base import Base, intpk, str32, str64, utcnow
+from callcentre.db.models.fts import fts_index
 
 
 class Call(Base):
     __tablename__ = "calls"
+    __table_args__ = (fts_index("ix_calls_wrap_up_note_fts", "wrap_up_note"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     """Platform call id (``call-`` + hex); backends keep their own reference in ``backend_ref``."""

@@ -8,10 +8,12 @@ from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from callcentre.db.base import Base, created_at, intpk, str32, str64, str255
+from callcentre.db.models.fts import fts_index
 
 
 class Customer(Base):
     __tablename__ = "customers"
+    __table_args__ = (fts_index("ix_customers_notes_fts", "notes"),)
 
     id: Mapped[intpk]
     name: Mapped[str255]

@@ -9,6 +9,7 @@ from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from callcentre.db.base import Base, created_at, intpk, str32
+from callcentre.db.models.fts import fts_index
 
 
 class Recording(Base):
@@ -33,6 +34,7 @@ class Recording(Base):
 
 class Transcript(Base):
     __tablename__ = "transcripts"
+    __table_args__ = (fts_index("ix_transcripts_text_fts", "text"),)
 
     id: Mapped[intpk]
     call_id: Mapped[str] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
