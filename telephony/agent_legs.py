@@ -10,7 +10,11 @@ Warm transfer (:class:`telephony.base.ConsultCapable`): a call may briefly have 
 ``call.agent`` (the first agent) and ``call.consult`` (the second). While consulting, the caller
 hears hold music and the two agent legs relay into each other; completing moves the caller's
 bridge to the second agent and BYEs the first, cancelling ends the second leg and re-bridges the
-caller to the first.
+caller to the first. The FIRST agent hanging up during the consultation hands the caller over, as PBXs
+do ("attended transfer on hang-up"): a consulted agent already talking is bridged to the caller at once; a
+ringing one gets the caller directly when they answer (the caller keeps the music meanwhile). Either way
+``ConsultHandedOver`` tells the platform; a ringing one who never answers is an ``AgentNoAnswer`` and the
+platform queues the caller again.
 
 Callbacks (``telephony/sip_callback.py``) ring their agent through :meth:`_dial` too; the few places
 where a callback differs (the agent answers before the customer is connected, hangs up while the
@@ -25,7 +29,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from callcentre.domain.events import AgentAnswered, AgentNoAnswer, CallHungUp
+from callcentre.domain.events import AgentAnswered, AgentNoAnswer, CallHungUp, ConsultHandedOver
 from callcentre.settings import SipSettings
 from telephony.audio import EncodedClip
 from telephony.base import AgentEndpoint
@@ -181,8 +185,9 @@ class AgentLegs:
             pt = offer.choose_audio()
             if pt is not None:
                 leg.media.payload_type = pt
+            handed_over = None
             if agent.purpose == "consult":
-                self._bridge_consult(call, agent)
+                handed_over = self._bridge_consult(call, agent)
             elif call.callback is not None and not call.answered:
                 self._callback_agent_answered(call, agent)  # ringback, AgentAnswered, then dial the customer
                 return
@@ -190,6 +195,8 @@ class AgentLegs:
                 self._bridge(call, agent)
             if agent.purpose in ("agent", "consult"):
                 self._publish(AgentAnswered(agent.call_id, agent_id=agent.agent_id))
+            if handed_over is not None:
+                self._publish(handed_over)
             return
         # 3xx-6xx: ACK it (same branch, hop by hop) and give the call back to the queue.
         self._send_ack(agent, msg, number, failure=True)
@@ -249,7 +256,10 @@ class AgentLegs:
             with call.lock:
                 if call.consult is agent:
                     # The caller stays on hold music and the first agent's leg stays up: they can return.
+                    # (If the first agent had hung up, nobody has the caller: they wait in the queue again.)
                     call.consult = None
+                    if agent.handover_from is not None:
+                        call.queued = True
                 elif call.agent is agent:
                     call.agent = None
                     media = call.leg.media
@@ -323,6 +333,7 @@ class AgentLegs:
         if call.callback is not None and not call.answered and call.agent is agent:
             self._callback_agent_left(call)  # the customer is still ringing: CANCEL it, CallHungUp
             return
+        handed_over: ConsultHandedOver | None = None
         with call.lock:
             if call.consult is agent:
                 # The consulted agent left: the first agent still has the (held) caller and can return.
@@ -332,6 +343,17 @@ class AgentLegs:
                     first.leg.media.unbridge()
                 log.info("call %s: consulted agent %s hung up", call.call_id, agent.agent_id)
                 return
+            if call.agent is not agent:
+                return
+            consult = call.consult
+            if agent.purpose == "agent" and consult is not None and not consult.failed and not consult.leg.ended:
+                handed_over = self._hand_over(call, agent, consult)
+        if handed_over is not None:
+            log.info("call %s: agent %s hung up while consulting; handed over to agent %s",
+                     call.call_id, agent.agent_id, handed_over.to_agent_id)
+            self._publish(handed_over)
+            return
+        with call.lock:
             if call.agent is not agent:
                 return
             call.agent = None
@@ -420,17 +442,43 @@ class AgentLegs:
             return
         self._dial(call, agent.agent_id, self._agent_uri(agent.contact), ring_seconds, purpose="consult")
 
-    def _bridge_consult(self, call: CallerCall, consult: AgentLeg) -> None:
+    def _bridge_consult(self, call: CallerCall, consult: AgentLeg) -> ConsultHandedOver | None:
+        """The consulted agent answered: talk to the first agent, or (the first agent hung up while it
+        rang) take the caller. Returns the handover to publish after ``AgentAnswered``, if any."""
         with call.lock:
             first = call.agent
             second_media = consult.leg.media
             if call.consult is not consult or second_media is None:
-                return
+                return None
+            if consult.handover_from is not None:
+                return self._hand_over(call, None, consult)
             if first is None or first.leg.media is None:
                 second_media.set_background(None)  # the first agent left while it rang: wait for cancel
-                return
+                return None
             first.leg.media.bridge(second_media)
             second_media.bridge(first.leg.media)
+            return None
+
+    def _hand_over(self, call: CallerCall, first: AgentLeg | None, second: AgentLeg) -> ConsultHandedOver:
+        """Under ``call.lock``: the first agent's leg is gone (``first`` just hung up, or None: it hung up
+        earlier); the consulted agent takes the caller now if answered, else when they answer."""
+        from_agent = first.agent_id if first is not None else second.handover_from
+        assert from_agent is not None
+        if first is not None and call.agent is first:
+            call.agent = None
+        # The hold was the first agent's: the consulted agent's answer bridges straight to the caller.
+        call.on_hold = False
+        if not second.answered or second.leg.media is None:
+            second.handover_from = from_agent  # the caller keeps the hold music until they answer
+            return ConsultHandedOver(call.call_id, from_agent_id=from_agent, to_agent_id=second.agent_id,
+                                     answered=False)
+        call.agent, call.consult = second, None
+        second.purpose = "agent"  # from now on its hang-up ends the call like any agent's
+        second.handover_from = None
+        self._tap_agent(call.call_id, second.leg.media)
+        second.leg.media.unbridge()
+        self._bridge(call, second)
+        return ConsultHandedOver(call.call_id, from_agent_id=from_agent, to_agent_id=second.agent_id)
 
     def complete_consult(self, call_id: str) -> None:
         """Bridge the caller to the consulted agent and end the first agent's leg (our BYE)."""

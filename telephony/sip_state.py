@@ -96,6 +96,9 @@ class AgentLeg:
     """``agent``, ``consult`` (a warm transfer's second agent) or ``transfer`` (a blind transfer out)."""
     responded: bool = False
     """Any response to our INVITE arrived (stops its retransmission)."""
+    handover_from: int | None = None
+    """A consultation whose first agent hung up while this (consulted) leg rang: the id of that agent;
+    on answer the caller is bridged straight to this leg (``ConsultHandedOver``)."""
 
 
 @dataclass
