@@ -12,11 +12,13 @@ memory backend (:class:`telephony.base.ConsultCapable`) and a real SQLite databa
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent_console.events import PushHub, Subscriber
 from callcentre.db.models import Agent, Call, CallSegment, QueueEntry, TransferRecord
 from callcentre.domain.events import (
     AgentAnswered,
@@ -77,6 +79,14 @@ def _open_segments(platform: Platform, call_id: str) -> set[int | None]:
         )
 
 
+def _pushed(sub: Subscriber) -> list[tuple[str, Any]]:
+    out = []
+    while not sub.messages.empty():
+        message = sub.messages.get_nowait()
+        out.append((message["type"], message["data"].get("state")))
+    return out
+
+
 def _record(platform: Platform, transfer_id: int) -> TransferRecord:
     with platform.sessions() as s:
         record = s.get(TransferRecord, transfer_id)
@@ -93,7 +103,12 @@ def _first_segment(platform: Platform, call_id: str, agent_id: int) -> CallSegme
 
 def test_first_agent_hangs_up_after_the_consulted_agent_answered(platform: Platform) -> None:
     call_id, _q, transfer_id, a1, a2, _a3 = _consulting(platform, answered=True)
+    hub = PushHub()  # the agent consoles' live push, on the same bus
+    hub.attach(platform.bus)
+    screen_a1, screen_a2 = hub.subscribe(a1, supervisor=False), hub.subscribe(a2, supervisor=False)
     platform.backend.agent_hangs_up(call_id)
+    # what the console's Complete button pushes: each agent's new state (the page then re-reads its call)
+    assert _pushed(screen_a1) == [("state", "wrap_up")] and _pushed(screen_a2) == [("state", "on_call")]
     call = platform.backend.calls[call_id]
     assert not call.ended and (call.connected_agent, call.on_hold, call.consulting) == (a2, False, False)
     assert platform.of(CallHungUp) == [] and platform.of(CallEnded) == []
