@@ -60,6 +60,15 @@ class SipSettings:
     outbound_proxy: str = ""
     """``host:port`` where calls to customers (callbacks) are sent as ``sip:NUMBER@host:port``, e.g. a
     kamailio or a carrier trunk; empty: the registrar in ``registered`` mode, else callbacks cannot dial."""
+    answer_delay: float = field(default=0.0, metadata={"min": 0.0})
+    """Seconds a new call rings (180 Ringing) before the IVR answers it; 0 answers at once. A CANCEL
+    in this window gets 487."""
+    rtp_timeout: float = field(default=60.0, metadata={"min": 0.0})
+    """Seconds without any RTP from an answered caller before the call is ended as vanished (no BYE);
+    0 turns the check off. Not applied while the caller holds us (re-INVITE sendonly/inactive)."""
+    hold_message_every: float = field(default=30.0, metadata={"min": 0.0})
+    """Seconds of hold music between "please hold" messages (``hold_message.wav``) to a queued caller;
+    0 means music only."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,28 @@ class IvrSettings:
     """Path of the flow YAML; empty means the shipped ``ivr/flows/default.yaml``."""
     prompts_dir: str = ""
     """Directory of prompt WAVs; empty means the shipped ``ivr/prompts``."""
+
+
+@dataclass(frozen=True)
+class SurveySettings:
+    """The post-call survey (flows that set ``survey: true``; callcentre/survey_service.py)."""
+
+    sample_rate: float = field(default=1.0, metadata={"min": 0.0, "max": 1.0})
+    """Share of eligible calls (agent hung up, caller still there) offered the survey, 0..1; 1 = all."""
+    low_score: int = field(default=2, metadata={"min": 1, "max": 5})
+    """A score (1-5) at or below this raises a supervisor alert and opens a callback task."""
+
+
+@dataclass(frozen=True)
+class WallboardSettings:
+    """Supervisor wallboard alerts (agent_console/services/alerts.py)."""
+
+    alert_longest_wait_seconds: float = field(default=60.0, metadata={"min": 0.0})
+    """A queue whose longest-waiting caller has waited at least this long raises a ``longest_wait`` alert."""
+    alert_min_csat: float = field(default=3.0, metadata={"min": 1.0, "max": 5.0})
+    """A queue whose mean survey score today is below this (1-5) raises a ``low_satisfaction`` alert."""
+    alert_sms_min_interval_seconds: float = field(default=900.0, metadata={"min": 0.0})
+    """At most one alert SMS (``[twilio] alert_sms_to``) per this many seconds; 0 = one per new alert."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +207,8 @@ class Settings:
     asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
     webrtc: WebRtcSettings = field(default_factory=WebRtcSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
+    survey: SurveySettings = field(default_factory=SurveySettings)
+    wallboard: WallboardSettings = field(default_factory=WallboardSettings)
 
     def as_dict(self, *, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -220,6 +253,20 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     return str(value)
 
 
+def _check_range(value: Any, spec: dataclasses.Field[Any], where: str) -> Any:
+    """Fields may declare ``min`` / ``max`` in their metadata (a negative delay is a typo, not a wish)."""
+    low, high = spec.metadata.get("min"), spec.metadata.get("max")
+    if (low is not None and value < low) or (high is not None and value > high):
+        if high is None:
+            wanted = f"at least {low}"
+        elif low is None:
+            wanted = f"at most {high}"
+        else:
+            wanted = f"between {low} and {high}"
+        raise SettingsError(f"{where}: must be {wanted}, got {value!r}")
+    return value
+
+
 def _resolve_type(annotation: Any) -> Any:
     if isinstance(annotation, str):
         annotation = {"str": str, "int": int, "bool": bool, "float": float}.get(annotation, str)
@@ -230,7 +277,8 @@ def _resolve_type(annotation: Any) -> Any:
     return annotation
 
 
-def _apply(settings: Settings, data: Mapping[str, Mapping[str, Any]], source: str) -> Settings:
+def _apply(settings: Settings, data: Mapping[str, Mapping[str, Any]], source: str, *,
+           from_env: bool = False) -> Settings:
     section_names = {f.name for f in dataclasses.fields(Settings)}
     for section, values in data.items():
         if section not in section_names:
@@ -238,12 +286,15 @@ def _apply(settings: Settings, data: Mapping[str, Mapping[str, Any]], source: st
         if not isinstance(values, Mapping):
             raise SettingsError(f"{source}: [{section}] must be a table")
         current = getattr(settings, section)
-        hints = {f.name: f.type for f in dataclasses.fields(current)}
+        known = {f.name: f for f in dataclasses.fields(current)}
         changes: dict[str, Any] = {}
         for key, value in values.items():
-            if key not in hints:
-                raise SettingsError(f"{source}: unknown key {section}.{key}; known: {sorted(hints)}")
-            changes[key] = _coerce(value, hints[key], f"{source}: {section}.{key}")
+            # From the environment, name the variable the operator actually set.
+            origin = f"{source} {ENV_PREFIX}{section.upper()}_{key.upper()}" if from_env else source
+            if key not in known:
+                raise SettingsError(f"{origin}: unknown key {section}.{key}; known: {sorted(known)}")
+            where = f"{origin} ({section}.{key})" if from_env else f"{source}: {section}.{key}"
+            changes[key] = _check_range(_coerce(value, known[key].type, where), known[key], where)
         settings = settings.replace(section, **changes)
     return settings
 
@@ -276,8 +327,4 @@ def load_settings(config_file: str | Path | None = None, env: Mapping[str, str] 
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"config file {path}: {exc}") from exc
         settings = _apply(settings, data, str(path))
-    env_data = _from_environment(environ)
-    try:
-        return _apply(settings, env_data, "environment")
-    except SettingsError as exc:
-        raise SettingsError(str(exc).replace("environment: ", "environment CALLCENTRE_", 1)) from exc
+    return _apply(settings, _from_environment(environ), "environment", from_env=True)

@@ -801,4 +801,6 @@ def build_sip_backend(settings: Settings) -> SipBackend:
     """Factory used by ``callcentre.bootstrap`` (``callcentre serve --backend sip``)."""
     from callcentre.bootstrap import prompts_dir
 
-    return SipBackend(settings.sip, prompts_dir(settings))
+    sip = settings.sip
+    return SipBackend(sip, prompts_dir(settings), hold_message_every=sip.hold_message_every,
+                      answer_delay=sip.answer_delay, rtp_timeout=sip.rtp_timeout)
