@@ -47,9 +47,10 @@ def create_app(settings: Settings, platform: Any = None, test_config: dict[str, 
         RATELIMIT_HEADERS_ENABLED=True,
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the (server-side) session
         WRAP_UP_SECONDS=60,
-        ALERT_LONGEST_WAIT_SECONDS=60,
-        ALERT_MIN_CSAT=3.0,
-        ALERT_SMS_MIN_INTERVAL_SECONDS=900,
+        # [wallboard] settings; the Flask config keys stay the transport so test_config can still override.
+        ALERT_LONGEST_WAIT_SECONDS=settings.wallboard.alert_longest_wait_seconds,
+        ALERT_MIN_CSAT=settings.wallboard.alert_min_csat,
+        ALERT_SMS_MIN_INTERVAL_SECONDS=settings.wallboard.alert_sms_min_interval_seconds,
     )
     if test_config:
         app.config.update(test_config)

@@ -29,6 +29,7 @@ from callcentre.caller_input import CALLER_INPUT_EVENTS, CallerInputEvent, ivr_i
 from callcentre.db.models import Call, CallbackTask, CallSegment, SupervisorAlert, SurveyResponse
 from callcentre.db.session import session_scope
 from callcentre.domain.events import CallHungUp
+from callcentre.settings import SurveySettings
 from ivr.actions import Action, Hangup
 from ivr.engine import IvrEngine, NoCustomers
 from ivr.flow import Flow, load_flow
@@ -58,6 +59,11 @@ class _Running:
 STALE_SURVEY_SECONDS = 600.0
 """A survey still open after this long lost its caller without a hang-up event (e.g. a simulated
 caller in the demo that never answers); it is closed with what was answered."""
+
+
+def survey_policy(settings: SurveySettings) -> SurveyPolicy:
+    """The ``[survey]`` settings as the pure policy (sampling share, low-score threshold)."""
+    return SurveyPolicy(sample_rate=settings.sample_rate, low_score=settings.low_score)
 
 
 class SurveyService:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def install(platform: Any) -> dict[str, Any]:
     """Wire the services onto ``platform`` (a ``callcentre.bootstrap.Platform``); returns them by name."""
-    from callcentre.survey_service import SurveyService
+    from callcentre.survey_service import SurveyService, survey_policy
     from recordings.service import RecordingBackend, RecordingService
     from recordings.tap import AudioTap, FrameSink
 
@@ -59,7 +59,7 @@ def install(platform: Any) -> dict[str, Any]:
     platform.ivr.backend = ivr_backend
     if getattr(platform.flow, "survey", False):
         services["survey"] = SurveyService(platform.bus, backend, platform.session_factory,
-                                           recordings=recordings)
+                                           recordings=recordings, policy=survey_policy(platform.settings.survey))
     return services
 
 
