@@ -370,8 +370,11 @@ class ConsoleActions:
                     raise ActionError(403, "this call is not yours")
                 started = seg is not None and seg.started_at is not None
             if not started and not ringing and self._dialling_customer(call_id):
-                # Agent first, then the customer: the attempt ends by itself (answer or no answer).
-                raise ActionError(409, "the customer is being dialled; wait for them to answer or not")
+                # The agent gives up on this attempt while the customer's phone rings: the backend stops
+                # dialling and reports CallbackUnanswered("agent-ended"); the dispatcher retries later
+                # without counting it against the customer.
+                self.backend.hangup(call_id)
+                return
             if started:
                 self.backend.hangup(call_id)  # CallHungUp → the dispatcher closes legs, agent to wrap-up
             elif hasattr(self.backend, "agent_rejects"):

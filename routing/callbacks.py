@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from callcentre.db.models import QueueEntry
 from callcentre.domain.events import Event
-from routing.reservations import GIVEN_UP, NOT_DIALLED
+from routing.reservations import AGENT_ENDED, CALLBACK_REASONS, GIVEN_UP, NOT_DIALLED
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ class CallbackProgress(Event):
     """This attempt's number (1 for the first dialling of the customer)."""
     max_attempts: int
     reason: str = ""
-    """Why the customer did not answer: ``no-answer``, ``busy``, ``rejected``, ``failed``."""
+    """Why the customer did not answer: ``no-answer``, ``busy``, ``rejected``, ``failed``, or ``agent-ended``
+    (the agent ended the attempt while the customer's phone rang; not counted as the customer's attempt)."""
     retry_at: datetime | None = None
 
 
@@ -69,6 +70,11 @@ def hhmm(at: datetime) -> str:
 
 def label(state: str, reason: str = "", retry_at: datetime | None = None) -> str:
     """What the console shows, e.g. ``customer did not answer (busy) — retry at 10:05 UTC``."""
+    if reason == AGENT_ENDED and state == "retry":
+        # Said to the agent who pressed hang-up, and to whoever opens the entry later.
+        return "you ended the attempt" + (f" — retry at {hhmm(retry_at)}" if retry_at is not None else "")
+    if reason == AGENT_ENDED and state == GIVEN_UP:
+        return "attempts ended by the agent too many times in a row — given up"
     text = STATE_LABELS.get(state, state)
     if state == "retry":
         text += f" ({reason})" if reason else ""
@@ -94,7 +100,7 @@ def callback_status(db: Session, call_id: str, *, max_attempts: int | None = Non
         state = GIVEN_UP
     elif result == NOT_DIALLED:
         state = NOT_DIALLED
-    elif entry.status == "waiting" and result in ("no-answer", "busy", "rejected", "failed"):
+    elif entry.status == "waiting" and result in CALLBACK_REASONS:
         state = "retry"
     else:
         state = "waiting"

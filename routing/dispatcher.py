@@ -14,7 +14,9 @@ Event → work (the pipeline, in one table at :meth:`Dispatcher.subscribe`):
 * ``CallbackRequested`` (from the IVR menu, not the queue) → a place in the flow's queue as a callback
 * ``CallbackAnswered`` → the customer picked up a callback: the agent's leg starts, the call is answered
 * ``CallbackUnanswered`` → the customer did not: agent to wrap-up; the entry retries later from its
-  ORIGINAL place, or after ``callback_max_attempts`` diallings it is given up (``callback_failed``)
+  ORIGINAL place, or after ``callback_max_attempts`` diallings it is given up (``callback_failed``);
+  ``reason="agent-ended"`` (the agent gave up on ringback) is not counted, but waits the same and gives up
+  after ``callback_max_attempts`` of those in a row
 * :meth:`tick` (every second from :meth:`start`'s thread, or by hand in tests): expire reservations
   whose agent never answered, periodic announcements, dispatch
 

@@ -93,16 +93,21 @@ class Cancelled:
     """The caller hung up after choosing a callback: the entry keeps its place."""
 
 
-CALLBACK_REASONS = ("no-answer", "busy", "rejected", "failed")
-"""Why a customer did not take a callback (``CallbackUnanswered.reason``); anything else counts as ``failed``."""
+AGENT_ENDED = "agent-ended"
+"""``CallbackUnanswered.reason`` when the agent ended the attempt while the customer's phone rang."""
+CUSTOMER_REASONS = ("no-answer", "busy", "rejected", "failed")
+"""Why the customer did not take a callback; each counts as one of ``callback_max_attempts``."""
+CALLBACK_REASONS = (*CUSTOMER_REASONS, AGENT_ENDED)
+"""Every ``CallbackUnanswered.reason``; anything else counts as ``failed``."""
 
 CUSTOMER_UNANSWERED = {
     "no-answer": "customer_no_answer",
     "busy": "customer_busy",
     "rejected": "customer_rejected",
     "failed": "customer_unreachable",
+    AGENT_ENDED: "agent_ended",
 }
-"""``call_segments.end_reason`` of an agent's callback leg whose customer did not answer."""
+"""``call_segments.end_reason`` of an agent's callback leg whose customer never came on the line."""
 
 GIVEN_UP = "given-up"
 """``queue_entries.callback_result`` once the last allowed attempt went unanswered."""
@@ -121,10 +126,12 @@ class CallbackAttempt:
     reason: str
     """One of :data:`CALLBACK_REASONS`."""
     attempts: int
-    """Times the customer has been dialled, this attempt included."""
+    """Customer attempts counted so far (an ``agent-ended`` one is not counted)."""
     retry_at: datetime | None
     agent_to_wrap_up: bool
     """The agent's state moved On call → Wrap-up (publish it)."""
+    agent_ended_in_row: int = 0
+    """Attempts ended by their agent in a row, this one included (0 unless ``reason`` is ``agent-ended``)."""
 
 
 def owner_tag() -> str:
@@ -717,7 +724,11 @@ def callback_unanswered(
     ``waiting`` at its ORIGINAL place (``enqueued_at`` and id untouched) but is not offered before
     ``now + retry_seconds`` — or, after ``max_attempts`` diallings, it is ``done``, ``callback_result``
     ``given-up`` and the call's outcome ``callback_failed``. None if no attempt was being dialled
-    (a repeated or stale event)."""
+    (a repeated or stale event).
+
+    ``agent-ended`` (the agent gave up while the customer's phone rang) is not the customer's attempt:
+    ``callback_attempts`` is given back, the entry waits ``retry_seconds`` in its place all the same, and
+    only ``max_attempts`` agent-ended attempts IN A ROW give it up (so an agent loop cannot keep it forever)."""
     reason = reason if reason in CALLBACK_REASONS else "failed"
     entry = session.scalars(
         select(QueueEntry).where(QueueEntry.call_id == call_id, QueueEntry.status == "dialling")
@@ -743,8 +754,13 @@ def callback_unanswered(
         )
         == 1
     )
+    in_row = 0
+    if reason == AGENT_ENDED:
+        entry.callback_attempts = max(0, entry.callback_attempts - 1)  # the customer had no fair chance
+        in_row = agent_ended_in_row(session, call_id)
     attempts = entry.callback_attempts
-    if attempts < max_attempts:
+    exhausted = in_row >= max_attempts if reason == AGENT_ENDED else attempts >= max_attempts
+    if not exhausted:
         retry_at: datetime | None = now + timedelta(seconds=retry_seconds)
         entry.status, entry.callback_retry_at, entry.callback_result = "waiting", retry_at, reason
         result = "retry"
@@ -755,7 +771,30 @@ def callback_unanswered(
         _rows(session, update(Call).where(Call.id == call_id).values(outcome="callback_failed"))
     entry.updated_at = now
     session.flush()
-    return CallbackAttempt(call_id, agent_id, result, reason, attempts, retry_at, to_wrap_up)
+    return CallbackAttempt(call_id, agent_id, result, reason, attempts, retry_at, to_wrap_up, in_row)
+
+
+_DIALLED_ENDS = frozenset(CUSTOMER_UNANSWERED.values())
+
+
+def agent_ended_in_row(session: Session, call_id: str) -> int:
+    """How many of this callback's latest diallings (newest first, up to one the customer's phone decided
+    or an answered one) were ended by their agent. Derived from the legs' end reasons, so no counter
+    column is needed; offers the agent never answered are not diallings and are skipped."""
+    count = 0
+    for end_reason, started in session.execute(
+        select(CallSegment.end_reason, CallSegment.started_at)
+        .where(CallSegment.call_id == call_id, CallSegment.ended_at.is_not(None))
+        .order_by(CallSegment.id.desc())
+    ):
+        if started is not None:
+            break  # an answered callback (or the original live call) resets the streak
+        if end_reason not in _DIALLED_ENDS:
+            continue
+        if end_reason != CUSTOMER_UNANSWERED[AGENT_ENDED]:
+            break
+        count += 1
+    return count
 
 
 def callback_not_dialled(

@@ -79,7 +79,10 @@ class CallbackCapable(Protocol):
     the call is like any connected call (``hold``, ``hangup``, transfers, ``CallHungUp`` when either side
     hangs up). The customer does not answer, is busy, rejects or cannot be reached → the backend ends the
     agent's leg and publishes ``CallbackUnanswered(call_id, agent_id, reason)``; it never publishes
-    ``CallHungUp`` for that attempt. The number is customer data: never log it."""
+    ``CallHungUp`` for that attempt. The agent may give up while the customer's phone rings (``hangup(call_id)``
+    from the console, or the agent hanging up their phone): the backend stops dialling (SIP: CANCEL once a
+    provisional response came), ends the agent's leg and publishes ``CallbackUnanswered(call_id, agent_id,
+    reason="agent-ended")`` — again never ``CallHungUp``. The number is customer data: never log it."""
 
     def call_back(
         self, call_id: str, number: str, agent: AgentEndpoint, ring_seconds: float, customer_ring_seconds: float

@@ -13,7 +13,9 @@ as the SIP backend does.
 It can call back (:class:`telephony.base.CallbackCapable`), simulated with explicit hooks instead of a
 network: ``call_back`` rings the agent (``agent_answers`` / ``agent_rejects`` as for any offer); once
 the agent answered, the customer's phone "rings" until the test (or demo) says what the customer did:
-``customer_answers(call_id)`` bridges them, ``customer_unavailable(call_id, reason)`` ends the attempt.
+``customer_answers(call_id)`` bridges them, ``customer_unavailable(call_id, reason)`` ends the attempt;
+the agent ending it meanwhile (``hangup`` from the console, or ``agent_hangs_up``) publishes
+``CallbackUnanswered(reason="agent-ended")``.
 Nothing rings by itself and no timer runs: the ring times are only recorded in ``callbacks``.
 """
 
@@ -184,11 +186,17 @@ class MemoryBackend:
         self.commands.append(("hangup", call_id, None))
         call = self.calls.get(call_id)
         if call is not None and not call.ended and call.callback_phase == "customer":
-            # Ending a callback while the customer's phone rings ends that attempt, as the contract says:
-            # CallbackUnanswered, never CallHungUp.
-            self.customer_unavailable(call_id, "failed")
+            # The agent ends the callback attempt while the customer's phone rings (console hang-up):
+            # CallbackUnanswered("agent-ended"), never CallHungUp.
+            self._agent_ended(call)
             return
         self._end(call_id, by="platform")
+
+    def _agent_ended(self, call: MemoryCall) -> None:
+        agent_id = call.connected_agent
+        assert agent_id is not None
+        call.ended, call.connected_agent, call.callback_phase = True, None, ""
+        self._publish(CallbackUnanswered(call.call_id, agent_id=agent_id, reason="agent-ended"))
 
     # -- the caller's side (tests, simulation, demo) -------------------------------------------
 
@@ -250,6 +258,9 @@ class MemoryBackend:
         """The connected agent hangs up. During a consultation that is the FIRST agent, and the caller is
         handed over to the consulted agent (answered: bridged now; ringing: held until they answer)."""
         call = self.calls.get(call_id)
+        if call is not None and not call.ended and call.callback_phase == "customer":
+            self._agent_ended(call)  # hung up on ringback: the attempt ends, "agent-ended"
+            return
         if call is not None and not call.ended and call.consulting and call.connected_agent is not None:
             first = call.connected_agent
             if call.consulted_agent is not None:

@@ -69,6 +69,7 @@
     if (cb.state === "retry" && cb.retry_at) {
       const at = new Date(cb.retry_at);
       const hhmm = String(at.getHours()).padStart(2, "0") + ":" + String(at.getMinutes()).padStart(2, "0");
+      if (cb.reason === "agent-ended") return text + "you ended the attempt — retry at " + hhmm;
       return text + "customer did not answer" + (cb.reason ? " (" + cb.reason + ")" : "") + " — retry at " + hhmm;
     }
     return text + cb.label;

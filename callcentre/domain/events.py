@@ -134,7 +134,9 @@ class CallbackUnanswered(Event):
 
     agent_id: int
     reason: str
-    """``no-answer`` (rang out), ``busy``, ``rejected`` or ``failed`` (unreachable, bad number, network)."""
+    """``no-answer`` (rang out), ``busy``, ``rejected`` or ``failed`` (unreachable, bad number, network) — or
+    ``agent-ended``: the agent ended the attempt while the customer's phone rang (not counted against the
+    customer's attempts)."""
 
 
 @dataclass(frozen=True)

@@ -126,13 +126,33 @@ def test_callback_states_reach_the_agent_console_and_the_wallboard(app: Flask, p
     assert (pop["callback"]["attempt"], pop["callback"]["max_attempts"]) == (1, 3)
     assert customer["phone"] not in pop["callback"]["label"]
 
-    # The agent answers: the customer is being dialled (their own hang-up button waits for the outcome).
+    # The agent answers: the customer is being dialled. Their hang-up button ends the attempt (CSRF and
+    # roles as for any hang-up): not counted against the customer, retried at its place after the wait.
     post(femi, token, f"/api/calls/{call_id}/answer")
     dialling = pushed(push, "callback", call_id)
     assert (dialling["state"], dialling["attempt"], dialling["label"]) == ("dialling", 1, "dialling the customer")
-    r = femi.post(f"/api/calls/{call_id}/hangup", headers={"X-CSRFToken": token})
-    assert r.status_code == 409 and "being dialled" in r.get_json()["error"]
+    assert femi.post(f"/api/calls/{call_id}/hangup").status_code in (400, 403)  # no CSRF token
+    assert boss.post(f"/api/calls/{call_id}/hangup", headers={"X-CSRFToken": boss_token}).status_code in (403, 404)
     assert femi.get("/api/agent/current").get_json()["screen_pop"]["callback"]["state"] == "dialling"
+    r = femi.post(f"/api/calls/{call_id}/hangup", headers={"X-CSRFToken": token})
+    assert r.status_code < 300, r.get_data(as_text=True)
+    ended = pushed(push, "callback", call_id)
+    assert (ended["state"], ended["reason"], ended["attempt"]) == ("retry", "agent-ended", 0)
+    assert ended["label"].startswith("you ended the attempt — retry at ") and ended["retry_at"]
+    current = femi.get("/api/agent/current").get_json()
+    assert current["state"] == "wrap_up"
+    assert current["screen_pop"]["callback"]["label"].startswith("you ended the attempt — retry at ")
+    with platform.session_factory() as db:
+        entry = db.scalars(select(QueueEntry).where(QueueEntry.call_id == call_id)).one()
+        assert (entry.status, entry.callback_attempts, entry.callback_result) == ("waiting", 0, "agent-ended")
+    post(femi, token, f"/api/calls/{call_id}/wrap-up", {"disposition": "follow_up", "resolved": False})
+
+    # Retry due: still the customer's FIRST attempt.
+    make_due(platform, call_id)
+    assert pushed(push, "offer", call_id)
+    post(femi, token, f"/api/calls/{call_id}/answer")
+    dialling = pushed(push, "callback", call_id)
+    assert (dialling["state"], dialling["attempt"]) == ("dialling", 1)
 
     # Busy: the agent is told, with the retry time, and goes to wrap-up; the wallboard shows the retry.
     platform.backend.customer_unavailable(call_id, "busy")

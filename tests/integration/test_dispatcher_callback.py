@@ -34,7 +34,9 @@ from callcentre.directory import DatabaseDirectory
 from callcentre.domain.events import (
     AgentStateChanged,
     CallbackRequested,
+    CallbackUnanswered,
     CallEnded,
+    CallHungUp,
 )
 from callcentre.ivr_service import IvrService
 from callcentre.settings import Settings
@@ -42,7 +44,7 @@ from ivr.actions import Enqueue, Gather, Hangup, RequestCallback
 from ivr.engine import IvrEngine
 from ivr.flow import default_flow_path, load_flow
 from routing import reservations as rsv
-from routing.callbacks import CallbackDue, CallbackProgress, callback_counts, callback_status
+from routing.callbacks import CallbackDue, CallbackProgress, callback_counts, callback_status, label
 from routing.dispatcher import Dispatcher, DispatcherConfig
 from routing.queue_cli import queue_status
 from routing.reports import compute_metrics
@@ -519,3 +521,107 @@ def test_callback_that_cannot_start_releases_the_agent_at_once(
         assert "RuntimeError" in caplog.text and demo_customer(2)["phone"] not in caplog.text
     finally:
         rig.close()
+
+
+def test_agent_ending_the_attempt_is_not_counted_and_retries_at_its_place(rig: Rig) -> None:
+    """The agent presses hang-up on the console while the customer's phone rings: the memory backend
+    reports ``CallbackUnanswered("agent-ended")`` (not ``CallHungUp``); the agent wraps up; the callback
+    keeps its ORIGINAL place, waits ``callback_retry_seconds`` and its attempt is given back."""
+    agent = rig.set_state("agent01", "on_call")
+    rig.caller(1)
+    chooser = rig.caller(2)
+    rig.tick_after(60)
+    choose_callback(rig, chooser)
+    with rig.sessions() as s:
+        s.execute(update(QueueEntry).where(QueueEntry.call_id != chooser).values(status="abandoned"))
+        s.commit()
+    later = rig.caller(4)  # queues behind the callback
+    hung_up_before = [e for e in rig.of(CallHungUp) if e.call_id == chooser]
+
+    rig.set_state("agent01", "available")
+    rig.backend.agent_answers(chooser)
+    assert rig.entry(chooser).callback_attempts == 1
+    rig.console.hangup(agent, chooser)  # was a 409 "the customer is being dialled"
+
+    assert ("hangup", chooser, None) in rig.backend.commands
+    (ended,) = [e for e in rig.of(CallbackUnanswered) if e.call_id == chooser]
+    assert (ended.agent_id, ended.reason) == (agent, "agent-ended")
+    assert [e for e in rig.of(CallHungUp) if e.call_id == chooser] == hung_up_before
+    assert rig.agent(agent).state == "wrap_up"
+    assert rig.segments(chooser)[-1] == (agent, False, "agent_ended")
+    entry = rig.entry(chooser)
+    assert entry.status == "waiting" and entry.callback_result == "agent-ended"
+    assert entry.callback_attempts == 0  # the customer was not given a fair chance
+    assert entry.callback_retry_at == rig.clock.now + timedelta(seconds=RETRY)
+    assert rig.places() == [chooser, later]
+    retry = [p for p in rig.of(CallbackProgress) if p.call_id == chooser][-1]
+    assert (retry.state, retry.reason, retry.retry_at) == ("retry", "agent-ended", entry.callback_retry_at)
+    expected = f"you ended the attempt — retry at {entry.callback_retry_at:%H:%M} UTC"
+    assert label(retry.state, retry.reason, retry.retry_at) == expected
+    with rig.sessions() as s:
+        status = callback_status(s, chooser, max_attempts=3)
+        assert status is not None and (status["state"], status["label"]) == ("retry", expected)
+    assert rig.call(chooser).outcome == "callback"
+
+    # Wrap-up only adds notes (the customer never came on the line); the later caller is served meanwhile.
+    rig.console.wrap_up(agent, chooser, "follow_up", False, "wrong number on screen, ended it")
+    assert rig.call(chooser).resolved is None
+    assert rig.ringing(later) == agent
+    rig.backend.agent_answers(later)
+    rig.backend.caller_hangs_up(later)
+    rig.console.wrap_up(agent, later, "resolved", True, "")
+    rig.tick_after(RETRY - 61)
+    assert len(rig.backend.callbacks) == 1
+    rig.tick_after(61)  # retry time: dialled again, and this is the customer's FIRST counted attempt
+    assert len(rig.backend.callbacks) == 2
+    rig.backend.agent_answers(chooser)
+    assert rig.progress(chooser)[-1] == ("dialling", 1)
+    rig.backend.customer_answers(chooser)
+    assert rig.progress(chooser)[-1] == ("connected", 1)
+
+
+def test_agent_ended_attempts_in_a_row_give_up_visibly(rig: Rig) -> None:
+    """An agent-ended attempt costs the customer nothing, but ``callback_max_attempts`` of them IN A ROW
+    give the callback up (no endless loop); a customer attempt in between resets the run."""
+    agent = rig.set_state("agent01", "on_call")
+    rig.caller(1)
+    chooser = rig.caller(2)
+    rig.tick_after(60)
+    choose_callback(rig, chooser)
+    with rig.sessions() as s:
+        s.execute(update(QueueEntry).where(QueueEntry.call_id != chooser).values(status="abandoned"))
+        s.commit()
+    hung_up_before = [e for e in rig.of(CallHungUp) if e.call_id == chooser]  # the caller's own leg
+    # console hang-up, the customer's no-answer, then the agent's phone hang-up (twice), then console again.
+    steps = ("console", "no-answer", "phone", "phone", "console")
+    for n, step in enumerate(steps, start=1):
+        rig.set_state("agent01", "available")
+        assert len(rig.backend.callbacks) == n
+        rig.backend.agent_answers(chooser)
+        if step == "console":
+            rig.console.hangup(agent, chooser)
+        elif step == "phone":
+            rig.backend.agent_hangs_up(chooser)
+        else:
+            rig.backend.customer_unavailable(chooser, step)
+        assert rig.agent(agent).state == "wrap_up"
+        rig.console.wrap_up(agent, chooser, "follow_up", False, "")
+        if n < len(steps):
+            entry = rig.entry(chooser)
+            assert entry.status == "waiting" and entry.callback_attempts == 1 - (n == 1)
+            rig.tick_after(RETRY)
+    entry = rig.entry(chooser)
+    assert entry.status == "done" and entry.callback_result == "given-up" and entry.callback_attempts == 1
+    assert rig.call(chooser).outcome == "callback_failed"
+    last = [p for p in rig.of(CallbackProgress) if p.call_id == chooser][-1]
+    assert (last.state, last.reason) == ("given-up", "agent-ended")
+    assert "ended by the agent" in label(last.state, last.reason, last.retry_at)
+    assert [e.outcome for e in rig.of(CallEnded) if e.call_id == chooser] == ["callback_failed"]
+    assert [g[2] for g in rig.segments(chooser) if g[2] != "no_answer"] == [
+        "agent_ended", "customer_no_answer", "agent_ended", "agent_ended", "agent_ended",
+    ]
+    assert [e for e in rig.of(CallHungUp) if e.call_id == chooser] == hung_up_before
+    rig.tick_after(RETRY)
+    assert len(rig.backend.callbacks) == len(steps)
+    with rig.sessions() as s:
+        assert callback_counts(s, rig.clock.now, rig.clock.now.replace(hour=0))["billing"]["given_up"] == 1
