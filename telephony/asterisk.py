@@ -25,7 +25,9 @@ How a call flows (``callcentre asterisk config`` prints the matching dialplan):
    ``DialBegin`` names the customer's channel, which from then on is the call's channel (``hangup``,
    ``hold``, recordings act on it); the customer's ``BridgeEnter`` → ``CallbackAnswered``; a
    ``DialEnd`` other than ANSWER plus the customer's ``Hangup`` cause → ``CallbackUnanswered``
-   (:func:`callback_reason`); either side's ``Hangup`` after that → one ``CallHungUp``.
+   (:func:`callback_reason`); either side's ``Hangup`` after that → one ``CallHungUp``. ``hangup`` while
+   the customer rings (the console's) hangs up the agent's channel, which ends the ``Dial``
+   (``DialStatus: CANCEL``) → ``CallbackUnanswered("agent-ended")``; so does the agent hanging up.
 
 After every AMI (re)connect the backend lists live channels (``CoreShowChannels``) and publishes
 the hang-ups it missed while the link was down: Asterisk does not replay events.
@@ -72,7 +74,8 @@ CALLBACK_SETTLE_SLACK = 5.0
 """Seconds past the customer's ring time after which a callback with no dial result is given up."""
 CAUSE_REASONS = {"17": "busy", "18": "no-answer", "19": "no-answer", "21": "rejected"}
 """Q.850 hangup causes of the customer's channel that say why a callback was not answered."""
-DIAL_STATUS_REASONS = {"BUSY": "busy", "NOANSWER": "no-answer", "DONTCALL": "rejected"}
+DIAL_STATUS_REASONS = {"BUSY": "busy", "NOANSWER": "no-answer", "DONTCALL": "rejected", "CANCEL": "agent-ended"}
+"""``CANCEL``: the calling channel hung up during ``Dial`` — in the callback context that is the agent's leg."""
 AGI_IDLE_SECONDS = 30.0
 """How long an AGI session waits for the IVR's next action before giving up on the call."""
 QUEUED_GRACE_SECONDS = 1.0
@@ -97,6 +100,8 @@ class CallbackLeg:
     dial_status: str = ""
     customer_cause: str = ""
     customer_gone: bool = False
+    agent_ended: bool = False
+    """The agent ended the attempt while the customer rang (``hangup`` from the console, or their phone)."""
 
 
 @dataclass
@@ -323,7 +328,10 @@ class AsteriskBackend:
         call.platform_hangup = True
         cb = call.callback
         if cb is not None and cb.state != "connected":
-            # Before the customer is connected the agent's leg is the call: ending it cancels the Dial.
+            # Before the customer is connected the agent's leg is the call: ending it cancels the Dial
+            # (``DialEnd: CANCEL``) and the attempt settles as CallbackUnanswered("agent-ended").
+            if cb.state == "dialling":
+                cb.agent_ended = True
             if call.agent_channel:
                 self._ami("Hangup", Channel=call.agent_channel, Cause="16")
             return
@@ -464,7 +472,8 @@ class AsteriskBackend:
                     cb.customer_cause, cb.customer_gone = cause, True
                     self._callback_try_settle(call, cb)
                 elif uid == call.agent_uniqueid:
-                    # The dialplan ended the agent's leg (or the agent hung up while the customer rang).
+                    # The dialplan ended the agent's leg (or the agent hung up while the customer rang:
+                    # Asterisk reports DialEnd CANCEL first, so the reason is "agent-ended").
                     call.agent_uniqueid = call.agent_channel = ""
                     self._callback_settle(call, cb)
             elif uid == call.agent_uniqueid:
@@ -490,7 +499,7 @@ class AsteriskBackend:
                 return
             cb.state = "over"
             call.ended = True
-        reason = callback_reason(cb.customer_cause, cb.dial_status)
+        reason = "agent-ended" if cb.agent_ended else callback_reason(cb.customer_cause, cb.dial_status)
         log.info("call %s: callback not answered (%s)", call.call_id, reason)
         self._publish(CallbackUnanswered(call.call_id, agent_id=cb.agent_id, reason=reason))
 

@@ -62,6 +62,7 @@ from telephony.sip_message import (
     user_of,
 )
 from telephony.sip_state import Address, AgentLeg, CallerCall, GatherState, Leg, new_tag
+from telephony.supervision import Supervision
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class _PhoneShim:
     _status: Any = None
 
 
-class SipBackend(CallbackDialling, AgentLegs):
+class SipBackend(CallbackDialling, Supervision, AgentLegs):
     """:class:`telephony.base.TelephonyBackend` on pyVoIP's SIP transport and our media engine."""
 
     name = "sip"
@@ -671,7 +672,8 @@ class SipBackend(CallbackDialling, AgentLegs):
         if answered:
             self._send_in_dialog(call.leg, "BYE")
         elif call.callback is not None:
-            self._callback_hangup(call)  # the customer is not connected yet: CANCEL their INVITE
+            if self._callback_hangup(call):  # the customer is not connected yet: CANCEL their INVITE
+                return  # the agent ended the attempt: CallbackUnanswered("agent-ended"), not CallHungUp
         else:
             call.cancelled = True
             self._send(build_response(call.invite, 480, "Temporarily Unavailable", to_tag=call.leg.local_tag),
@@ -679,6 +681,7 @@ class SipBackend(CallbackDialling, AgentLegs):
         self._end_call(call, by=by, cause=cause)
 
     def _end_call(self, call: CallerCall, by: str, cause: str) -> None:
+        self.stop_supervising(call.call_id)  # before the caller's media closes: BYE the supervisor
         with call.lock:
             self._clear_gather(call)
             self._cancel_hold_timer(call)

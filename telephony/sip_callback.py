@@ -16,7 +16,10 @@ the RTP watchdog, BYE from either side.
    3xx–6xx → ``rejected``; ringing longer than ``customer_ring_seconds`` → CANCEL and ``no-answer``.
    Unanswered: the agent's leg gets our BYE and ``CallbackUnanswered(reason)`` is published (never
    ``CallHungUp``).
-4. The agent hanging up while the customer rings → CANCEL to the customer, ``CallHungUp(by="agent")``.
+4. The agent ending the attempt while the customer rings — ``hangup(call_id)`` from the console, or a BYE
+   from the agent's phone → CANCEL to the customer (at once if they sent a provisional response, else
+   when they do; the 487 is ACKed), our BYE to the agent's leg (if still up) and
+   ``CallbackUnanswered(reason="agent-ended")``, never ``CallHungUp``.
 
 The customer's number is never logged (call ids and reasons only).
 """
@@ -253,26 +256,28 @@ class CallbackDialling:
         self._forget_callback(call)
 
     def _callback_agent_left(self, call: CallerCall) -> None:
-        """The agent hung up while the customer's phone rang: CANCEL it; the call ends (CallHungUp)."""
-        cb = call.callback
-        assert cb is not None
+        """The agent hung up their phone while the customer's phone rang: they ended the attempt."""
         with call.lock:
-            call.agent = None
-            if cb.outcome:
-                return
-            cb.outcome = "agent-hung-up"
-        self._stop_customer(call, cb)
+            call.agent = None  # their leg is already gone (their BYE): nothing to send them
         log.info("call %s: agent hung up while the callback rang", call.call_id)
-        self._end_call(call, by="agent", cause="normal")
+        self._callback_unanswered(call, "agent-ended")
 
-    def _callback_hangup(self, call: CallerCall) -> None:
-        """``hangup()`` before the customer answered: CANCEL (or nothing, if not dialled yet)."""
+    def _callback_hangup(self, call: CallerCall) -> bool:
+        """``hangup()`` before the customer answered. Once the agent answered (the customer is dialled)
+        this is the agent ending the attempt: CANCEL, BYE the agent, ``CallbackUnanswered("agent-ended")``
+        and True (the caller must not end the call as well: no ``CallHungUp``). Before that (the agent's
+        phone still rings) nothing was dialled: CANCEL nothing, False (the call ends as before)."""
         cb = call.callback
         assert cb is not None
+        agent = call.agent
+        if cb.dialled or (agent is not None and agent.answered):
+            self._callback_unanswered(call, "agent-ended")
+            return True
         with call.lock:
             if not cb.outcome:
                 cb.outcome = "hung-up"
         self._stop_customer(call, cb)
+        return False
 
     def _stop_customer(self, call: CallerCall, cb: CallbackDial) -> None:
         customer = cb.customer

@@ -28,7 +28,9 @@ per-event reference pages):
   which the peer plays as Asterisk reports it (``callback_outcome``): ``Newchannel`` for the customer's
   channel, ``DialBegin`` (``Channel``/``Uniqueid`` = the agent's, ``DestChannel``/``DestUniqueid`` = the
   customer's, ``DialString``), ``Newstate`` Ringing, then either ``DialEnd`` ``DialStatus: ANSWER`` and a
-  ``BridgeEnter`` per channel, or ``DialEnd`` with ``BUSY``/``NOANSWER``/``CONGESTION``, the customer
+  ``BridgeEnter`` per channel, or (``ring``) nothing more until the agent's channel is hung up (AMI
+  ``Hangup``), which app_dial reports as ``DialEnd`` ``DialStatus: CANCEL`` and the customer channel's
+  ``Hangup``; or ``DialEnd`` with ``BUSY``/``NOANSWER``/``CONGESTION``, the customer
   channel's ``Hangup`` with its Q.850 ``Cause`` (17 busy; 21 rejected, which Asterisk's
   ``ast_hangup_cause_to_dial_status`` reports as ``NOANSWER``; 16 after a ring timeout, Asterisk
   hanging the unanswered channel up itself; 34 congestion), then the agent's ``Hangup`` from the
@@ -130,7 +132,10 @@ class AmiPeer:
         """``answer``, ``noanswer``, ``busy``, or ``none`` (the test replays the events itself)."""
         self.callback_outcome: str = "answer"
         """The customer's side of a callback's ``Dial``: ``answer``, ``busy``, ``noanswer``, ``rejected``,
-        ``congestion``, ``chanunavail`` or ``none`` (nothing happens: the customer's phone rings on)."""
+        ``congestion``, ``chanunavail``, ``ring`` (it rings until the agent's channel is hung up) or ``none``
+        (nothing happens: the customer's phone rings on)."""
+        self._ringing_dials: dict[str, tuple[dict[str, str], dict[str, str], dict[str, str]]] = {}
+        """Agent channel → (customer, Dest*, agent) keys of a ``ring`` callback whose customer still rings."""
         self.callback_channels: dict[str, str] = {}
         """Agent channel → customer channel of each callback ``Dial`` the peer played."""
         self.logins = 0
@@ -339,6 +344,12 @@ class AmiPeer:
                 self._respond(conn, action, "Error", Message="No such channel")
             else:
                 self._respond(conn, action, "Success", Message="Channel Hungup")
+                ringing = self._ringing_dials.pop(channel, None)
+                if ringing is not None:
+                    # app_dial, its caller gone while dialling: DialEnd CANCEL, the outgoing channel hung up.
+                    peer, dest, agent = ringing
+                    self.emit({"Event": "DialEnd", **agent, **dest, "DialStatus": "CANCEL"})
+                    self.emit({"Event": "Hangup", **peer, "Cause": "16", "Cause-txt": "Normal Clearing"})
                 self.emit({"Event": "Hangup", "Channel": channel, "Uniqueid": found.uniqueid,
                            "Linkedid": found.linkedid, "Cause": "16", "Cause-txt": "Normal Clearing"})
         elif lname in {"redirect", "bridge", "blindtransfer", "atxfer", "mixmonitor", "pausemixmonitor",
@@ -419,6 +430,21 @@ class AmiPeer:
         agent = {"Channel": agent_channel, "Uniqueid": agent_uid, "Linkedid": agent_uid,
                  "Context": action.get("Context", ""), "Exten": "s"}
         if outcome == "none":
+            return
+        if outcome == "ring":
+            # The customer's phone only rings; the Dial ends when the agent's channel is hung up (below).
+            uid = self._next_uid()
+            customer = f"PJSIP/trunk-0000{self._seq}"
+            self.callback_channels[agent_channel] = customer
+            self._ringing_dials[agent_channel] = ({"Channel": customer, "Uniqueid": uid, "Linkedid": agent_uid},
+                                                  {"DestChannel": customer, "DestUniqueid": uid,
+                                                   "DestLinkedid": agent_uid}, agent)
+            peer = self._ringing_dials[agent_channel][0]
+            self.emit({"Event": "Newchannel", **peer, "ChannelState": "0", "ChannelStateDesc": "Down",
+                       "Context": "from-trunk", "Exten": "s"})
+            self.emit({"Event": "DialBegin", **agent, **self._ringing_dials[agent_channel][1],
+                       "DialString": f"{variables.get('CALLCENTRE_CALLBACK_NUMBER', '')}@trunk"})
+            self.emit({"Event": "Newstate", **peer, "ChannelState": "5", "ChannelStateDesc": "Ringing"})
             return
         if outcome == "chanunavail":
             self.emit({"Event": "Hangup", **agent, "Cause": "16", "Cause-txt": "Normal Clearing"})

@@ -336,13 +336,65 @@ def test_link_dropped_while_connected_is_resynchronised(peer: AmiPeer,
     assert [(e.by, e.call_id) for e in recorder.of(CallHungUp)] == [("caller", CALL)]
 
 
+def test_platform_hangup_while_the_customer_rings_ends_the_attempt(
+    peer: AmiPeer, backend: tuple[AsteriskBackend, Recorder]
+) -> None:
+    """The console's hang-up while the customer rings is ``hangup(call_id)``: one AMI ``Hangup`` of the
+    AGENT's channel (the customer's is left to app_dial), which Asterisk reports as ``DialEnd``
+    ``DialStatus: CANCEL``, the customer channel's ``Hangup`` (16) and the agent's → exactly
+    ``CallbackUnanswered("agent-ended")``, never ``CallHungUp``."""
+    be, recorder = backend
+    peer.callback_outcome = "ring"
+    ended_original_call(peer, be, recorder)
+    be.call_back(CALL, NUMBER, AgentEndpoint(7, "pjsip:agent07"), ring_seconds=10, customer_ring_seconds=20)
+    assert wait_for(lambda: recorder.of(AgentAnswered))
+    call = be.call(CALL)
+    assert call is not None
+    assert wait_for(lambda: call.callback is not None and call.callback.state == "dialling")
+    agent_channel = call.agent_channel
+    be.hangup(CALL)
+    assert wait_for(lambda: recorder.of(CallbackUnanswered))
+    time.sleep(0.2)
+    assert recorder.summary() == [("AgentAnswered", CALL, 7, None), ("CallbackUnanswered", CALL, 7, "agent-ended")]
+    assert [a["Channel"] for a in peer.actions_named("Hangup")] == [agent_channel]
+    assert peer.live_channels() == {"PJSIP/trunk-00000012"}, "both callback legs gone"
+    be.hangup(CALL)  # a repeated hang-up of the settled attempt sends nothing
+    assert len(peer.actions_named("Hangup")) == 1
+
+
+def test_agent_hanging_up_their_phone_while_the_customer_rings(
+    peer: AmiPeer, backend: tuple[AsteriskBackend, Recorder]
+) -> None:
+    """The agent's own phone hangs up on ringback: app_dial reports ``DialEnd`` ``CANCEL``, the customer
+    channel's ``Hangup`` and the agent channel's ``Hangup`` → ``CallbackUnanswered("agent-ended")``."""
+    be, recorder = backend
+    peer.callback_outcome = "ring"
+    ended_original_call(peer, be, recorder)
+    be.call_back(CALL, NUMBER, AgentEndpoint(8, "pjsip:agent08"), ring_seconds=10, customer_ring_seconds=20)
+    assert wait_for(lambda: recorder.of(AgentAnswered))
+    call = be.call(CALL)
+    assert call is not None
+    assert wait_for(lambda: call.callback is not None and call.callback.state == "dialling")
+    agent = {"Channel": call.agent_channel, "Uniqueid": call.agent_uniqueid}
+    customer = {"Channel": call.channel, "Uniqueid": call.uniqueid}
+    peer.emit({"Event": "DialEnd", **agent, "DestChannel": call.channel, "DestUniqueid": call.uniqueid,
+               "DialStatus": "CANCEL"})
+    peer.emit({"Event": "Hangup", **customer, "Cause": "16", "Cause-txt": "Normal Clearing"})
+    peer.emit({"Event": "Hangup", **agent, "Cause": "16", "Cause-txt": "Normal Clearing"})
+    assert wait_for(lambda: recorder.of(CallbackUnanswered))
+    time.sleep(0.2)
+    assert recorder.summary() == [("AgentAnswered", CALL, 8, None), ("CallbackUnanswered", CALL, 8, "agent-ended")]
+    assert not peer.actions_named("Hangup")
+
+
 def test_reason_mapping() -> None:
     """Q.850 causes first when specific (17 busy, 18/19 no answer, 21 rejected), else ``DialStatus``,
     else ``failed``."""
     assert [callback_reason(c, s) for c, s in [("17", ""), ("18", ""), ("19", "NOANSWER"), ("21", "NOANSWER"),
                                                ("16", "NOANSWER"), ("16", "BUSY"), ("34", "CONGESTION"),
                                                ("", "CHANUNAVAIL"), ("", "CANCEL"), ("", "")]] == [
-        "busy", "no-answer", "no-answer", "rejected", "no-answer", "busy", "failed", "failed", "failed", "failed"]
+        "busy", "no-answer", "no-answer", "rejected", "no-answer", "busy", "failed", "failed", "agent-ended",
+        "failed"]
 
 
 @pytest.mark.parametrize("agent_free_first", [False, True])

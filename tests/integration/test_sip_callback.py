@@ -252,6 +252,8 @@ def test_callback_ringing_out_is_cancelled_as_no_answer(endpoint_factory: Any, t
 
 
 def test_agent_hanging_up_while_the_customer_rings_cancels_it(endpoint_factory: Any, tmp_path: Path) -> None:
+    """The agent's phone sends BYE on ringback: they ended the attempt — CANCEL to the ringing customer
+    (sipp requires it and our ACK for its 487), ``CallbackUnanswered("agent-ended")``, no ``CallHungUp``."""
     run = customer(tmp_path, "callback_uas_ring.xml")
     ep = endpoint_factory(outbound_proxy=proxy_of(run))
     agent = start_agent(tmp_path)
@@ -261,13 +263,40 @@ def test_agent_hanging_up_while_the_customer_rings_cancels_it(endpoint_factory: 
         ep.log.wait_for(AgentAnswered, timeout=10)
         time.sleep(0.8)  # the customer's phone rings
         agent.hangup()
-        hung = ep.log.wait_for(CallHungUp, timeout=5)
-        assert hung.call_id == ORIGINAL_CALL and hung.by == "agent"
-        assert run.wait(10) == 0, run.errors()  # CANCEL reached the customer
+        ended = ep.log.wait_for(CallbackUnanswered, timeout=5)
+        assert (ended.call_id, ended.agent_id, ended.reason) == (ORIGINAL_CALL, 3, "agent-ended")
+        assert run.wait(10) == 0, run.errors()  # CANCEL reached the customer, its 487 was ACKed
     finally:
         run.stop()
         agent.stop()
-    assert not ep.log.of(CallbackUnanswered) and ORIGINAL_CALL not in ep.backend.calls
+    assert not ep.log.of(CallHungUp) and ORIGINAL_CALL not in ep.backend.calls
+
+
+def test_platform_hangup_while_the_customer_rings_ends_the_attempt(endpoint_factory: Any, tmp_path: Path) -> None:
+    """The console's hang-up during dialling is ``backend.hangup(call_id)``: CANCEL to the customer who
+    sent 180 (sipp fails without it and without our ACK for its 487), our BYE to the agent's baresip
+    (it reports CALL_CLOSED), ``CallbackUnanswered(reason="agent-ended")`` and never ``CallHungUp``."""
+    run = customer(tmp_path, "callback_uas_ring.xml")
+    ep = endpoint_factory(outbound_proxy=proxy_of(run))
+    agent = start_agent(tmp_path)
+    try:
+        run.start()
+        ep.backend.call_back(ORIGINAL_CALL, NUMBER, AgentEndpoint(4, agent.contact), 10, 20)
+        ep.log.wait_for(AgentAnswered, timeout=10)
+        time.sleep(0.8)  # the customer's phone rings (their 180 has arrived)
+        started = time.monotonic()
+        ep.backend.hangup(ORIGINAL_CALL)
+        ended = ep.log.wait_for(CallbackUnanswered, timeout=5)
+        assert (ended.call_id, ended.agent_id, ended.reason) == (ORIGINAL_CALL, 4, "agent-ended")
+        agent.wait_event("CALL_CLOSED", timeout=5)  # our BYE on the agent's leg
+        assert run.wait(10) == 0, run.errors()  # CANCEL seen, 200 + 487 sent, 487 ACKed
+        assert time.monotonic() - started < 10  # not the 20 s customer ring time
+        time.sleep(0.3)  # a stray CallHungUp would be published by now
+    finally:
+        run.stop()
+        agent.stop()
+    assert not ep.log.of(CallHungUp) and len(ep.log.of(CallbackUnanswered)) == 1
+    assert ORIGINAL_CALL not in ep.backend.calls
 
 
 def test_callback_waits_until_the_callers_own_leg_has_ended(endpoint_factory: Any, tmp_path: Path) -> None:
