@@ -267,6 +267,9 @@ class TwilioBackend:
         raise TwilioUnsupported(call_id, "hold", "putting one party on hold needs a Twilio Conference")
 
     def hangup(self, call_id: str) -> None:
+        """Complete the call's current leg. While a callback's customer rings that is the AGENT's leg
+        (the customer's is not the call's yet): its ``<Dial>`` ends and the webhooks report
+        ``CallbackUnanswered("agent-ended")`` (``twilio_webhooks``)."""
         sid = self.call_sid(call_id)
         self.mark_platform_hangup(call_id)
         self.client.calls(sid).update(status="completed")

@@ -23,8 +23,10 @@ Routes (all POST except the prompt audio):
 ``callback-agent``    a callback's agent leg answered (its ``Url``) → ``AgentAnswered``; TwiML dials the customer
 ``callback-answered`` ``<Number statusCallbackEvent="answered">`` → the customer's leg joins → ``CallbackAnswered``
 ``callback-result``   ``<Dial action>``: ``DialCallStatus`` completed → ``CallHungUp``; busy / no-answer / failed /
-                      canceled → ``CallbackUnanswered`` and the agent's leg ends
-``callback-status``   the agent leg's status callback: no-answer / busy / failed / canceled → ``AgentNoAnswer``
+                      canceled → ``CallbackUnanswered`` and the agent's leg ends (``agent-ended`` when the
+                      agent's leg itself is over: they or the console ended the attempt)
+``callback-status``   the agent leg's status callback: no-answer / busy / failed / canceled → ``AgentNoAnswer``;
+                      completed by the platform after answering, before the customer connected → ``agent-ended``
 ``recording``      recording status callback: ``completed`` → download → ``Recording`` row → transcription job
 ``prompts/<id>.wav`` (GET) the recorded prompts, for ``<Play>``
 """
@@ -84,8 +86,10 @@ FINAL_STATUSES = {"completed", "busy", "failed", "no-answer", "canceled"}
 AGENT_MISSED = {"no-answer", "busy", "failed", "canceled"}
 CALLBACK_REASONS = {"busy": "busy", "no-answer": "no-answer", "failed": "failed", "canceled": "failed"}
 """``DialCallStatus`` of a callback's customer leg → ``CallbackUnanswered.reason``. Twilio has no separate
-status for a declined call (it reports ``busy`` or ``no-answer``); ``canceled`` means the agent's leg
-ended while the customer was still ringing."""
+status for a declined call (it reports ``busy`` or ``no-answer``). When the agent's own leg has ended
+(``CallStatus=completed`` on the action request, or the platform completed it for the console's hang-up)
+the reason is ``agent-ended`` whatever the status of the customer's leg."""
+AGENT_ENDED = "agent-ended"
 UNKNOWN_CALLERS = {"", "anonymous", "unknown", "restricted", "+266696687"}
 """Twilio reports withheld numbers as ``anonymous`` (and historically ``+266696687``)."""
 WaitAnnouncer = Callable[[str, int, float], tuple[int, int | None]]
@@ -418,8 +422,11 @@ class TwilioWebhooks:
                     self._callback_over(call_id, leg, by, status)
             else:
                 reason = CALLBACK_REASONS.get(status, "failed")
-                log.info("call %s: callback not answered (%s)", call_id, reason)
-                self.bus.publish(CallbackUnanswered(call_id, agent_id=agent_id, reason=reason))
+                if form.get("CallStatus", "") == "completed" or self._platform_ended(session, form.get("CallSid", "")):
+                    # The agent's own leg is over (their hang-up, or ours for the console): they ended the
+                    # attempt while the customer rang, whatever the Dial says of the customer's leg.
+                    reason = AGENT_ENDED
+                self._callback_unanswered(call_id, agent_id, leg, reason)
                 response.say("The customer could not be reached.", language=self.backend.language)
             response.hangup()
             return str(response)
@@ -437,9 +444,18 @@ class TwilioWebhooks:
         def produce(session: Session) -> str:
             if status in AGENT_MISSED:
                 self.bus.publish(AgentNoAnswer(call_id, agent_id=agent_id))
-            elif self._answered(session, leg, "callback-connected") and not self._moved(session, leg):
-                by = "platform" if self._platform_ended(session, form.get("CallSid", "")) else "agent"
-                self._callback_over(call_id, leg, by, status)
+            elif self._answered(session, leg, "callback-connected"):
+                if not self._moved(session, leg):
+                    by = "platform" if self._platform_ended(session, form.get("CallSid", "")) else "agent"
+                    self._callback_over(call_id, leg, by, status)
+            elif self._answered(session, leg, "callback-agent") and self._platform_ended(
+                session, form.get("CallSid", "")
+            ):
+                # Answered (its Url was fetched), never connected, and we completed it (the console's
+                # hang-up while the customer rang): the attempt is over even before the <Dial action>
+                # arrives, which then publishes nothing more (one CallbackUnanswered per leg). Without our
+                # hang-up the <Dial action> decides (an answered callback may have lost its status call).
+                self._callback_unanswered(call_id, agent_id, leg, AGENT_ENDED)
             return str(VoiceResponse())
 
         return self.once(leg, "callback-status", produce)
@@ -455,6 +471,14 @@ class TwilioWebhooks:
             return "connected"
 
         self.once(leg, "callback-connected", produce)
+
+    def _callback_unanswered(self, call_id: str, agent_id: int, leg: str, reason: str) -> None:
+        def produce(session: Session) -> str:
+            log.info("call %s: callback not answered (%s)", call_id, reason)
+            self.bus.publish(CallbackUnanswered(call_id, agent_id=agent_id, reason=reason))
+            return reason
+
+        self.once(leg, "callback-unanswered", produce)
 
     def _callback_over(self, call_id: str, leg: str, by: str, cause: str) -> None:
         def produce(session: Session) -> str:

@@ -309,6 +309,42 @@ def test_customer_does_not_answer(worker: Worker, dial_status: str, reason: str)
     assert not worker.http.posted("/Recordings.json")
 
 
+@pytest.mark.parametrize("order", ["dial-action-first", "status-first", "status-only"])
+def test_platform_hangup_while_the_customer_rings_ends_the_attempt(worker: Worker, order: str) -> None:
+    """The console's hang-up while the customer rings → ``hangup(call_id)`` → documented REST ``POST
+    /Calls/{agent CallSid}.json`` ``Status=completed`` (the agent's leg: the customer's is not the call's
+    yet). Twilio then requests the ``<Dial action>`` (``CallStatus=completed``, the customer's leg
+    ``DialCallStatus=canceled``, or ``no-answer``) and the agent leg's final status (``completed``), in
+    either order, or only the latter → exactly one ``CallbackUnanswered("agent-ended")``, no
+    ``CallHungUp``, no ``CallbackAnswered``."""
+    call_id = original_call(worker)
+    _data, query = start_callback(worker, call_id)
+    agent_answers(worker, query)
+    worker.backend.hangup(call_id)
+    assert worker.http.posted(f"/Calls/{AGENT_LEG}.json")[-1]["data"] == {"Status": "completed"}
+    if order == "dial-action-first":
+        dial_result(worker, query, "canceled", agent_status="completed")
+        agent_leg_status(worker, query, "completed")
+    elif order == "status-first":
+        agent_leg_status(worker, query, "completed")
+        dial_result(worker, query, "no-answer", agent_status="completed")
+    else:
+        agent_leg_status(worker, query, "completed")
+    assert worker.summary() == [("AgentAnswered", 7, None), ("CallbackUnanswered", 7, "agent-ended")]
+
+
+def test_agent_hanging_up_their_phone_while_the_customer_rings(worker: Worker) -> None:
+    """The agent hangs up on ringback (no REST request from us): the ``<Dial action>`` comes with the agent
+    leg's ``CallStatus=completed`` → ``CallbackUnanswered("agent-ended")``, once."""
+    call_id = original_call(worker)
+    _data, query = start_callback(worker, call_id)
+    agent_answers(worker, query)
+    dial_result(worker, query, "canceled", agent_status="completed")
+    agent_leg_status(worker, query, "completed")
+    assert not worker.http.posted(f"/Calls/{AGENT_LEG}.json")
+    assert worker.summary() == [("AgentAnswered", 7, None), ("CallbackUnanswered", 7, "agent-ended")]
+
+
 @pytest.mark.parametrize("status", ["no-answer", "busy", "failed", "canceled"])
 def test_agent_does_not_answer(worker: Worker, status: str) -> None:
     """The agent's leg never answers: Twilio never fetches its ``Url``; the documented status callback
