@@ -10,6 +10,7 @@ and it is why they add no drift there.
 
 from __future__ import annotations
 
+import sqlalchemy.dialects.postgresql  # noqa: F401 - registers to_tsvector's types before func.to_tsvector is built
 from sqlalchemy import Index, func, literal_column, text
 
 FTS_CONFIG = "simple"
