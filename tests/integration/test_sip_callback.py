@@ -299,6 +299,39 @@ def test_platform_hangup_while_the_customer_rings_ends_the_attempt(endpoint_fact
     assert ORIGINAL_CALL not in ep.backend.calls
 
 
+def test_platform_hangup_before_any_response_cancels_on_the_first_provisional(
+    endpoint_factory: Any, tmp_path: Path
+) -> None:
+    """Hang-up before the customer's side answered anything: RFC 3261 §9.1 forbids a CANCEL before a
+    provisional response, so the attempt ends at once (agent's leg BYE, ``CallbackUnanswered("agent-ended")``)
+    and the CANCEL goes out when the late 180 arrives — sipp (pausing 1.5 s before its 180) still
+    requires it, and our ACK for its 487."""
+    work = workdir(tmp_path, "customer-late")
+    text = (FIXTURES / "callback_uas_ring.xml").read_text()
+    text = text.replace("</recv>\n  <send>", '</recv>\n  <pause milliseconds="1500"/>\n  <send>', 1)
+    assert "<pause" in text
+    scenario = work / "callback_uas_late_ring.xml"
+    scenario.write_text(text)
+    port = free_udp_port()
+    run = SippRun(scenario, f"127.0.0.1:{port + 2}", work, local_port=port, timeout_s=30)
+    ep = endpoint_factory(outbound_proxy=proxy_of(run))
+    agent = start_agent(tmp_path)
+    try:
+        run.start()
+        ep.backend.call_back(ORIGINAL_CALL, NUMBER, AgentEndpoint(5, agent.contact), 10, 20)
+        ep.log.wait_for(AgentAnswered, timeout=10)
+        time.sleep(0.3)  # our INVITE is out; the customer's side has not answered it yet
+        ep.backend.hangup(ORIGINAL_CALL)
+        ended = ep.log.wait_for(CallbackUnanswered, timeout=1)  # at once, not after the 180
+        assert (ended.agent_id, ended.reason) == (5, "agent-ended")
+        agent.wait_event("CALL_CLOSED", timeout=5)
+        assert run.wait(15) == 0, run.errors()  # the late 180 got its CANCEL; 487 ACKed
+    finally:
+        run.stop()
+        agent.stop()
+    assert not ep.log.of(CallHungUp) and len(ep.log.of(CallbackUnanswered)) == 1
+
+
 def test_callback_waits_until_the_callers_own_leg_has_ended(endpoint_factory: Any, tmp_path: Path) -> None:
     """An agent freed up while the caller who chose the callback still hears the goodbye: the agent is rung
     only after our BYE ended that leg."""
