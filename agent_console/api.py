@@ -23,6 +23,7 @@ from agent_console.services.similar import find_similar
 from callcentre.db.models import Agent, Call, Disposition, Queue
 from callcentre.db.session import session_scope
 from callcentre.domain.agent_state import AgentState
+from telephony.base import AgentEndpoint
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -314,17 +315,31 @@ def wallboard_intraday() -> Any:
 @roles_required(*SUPERVISORS)
 @action
 def supervise(call_id: str, mode: str) -> Any:
-    """Listen / whisper / barge: only where the backend can bridge a supervisor in."""
-    if mode not in SUPERVISION_MODES:
-        raise ActionError(404, "mode is listen, whisper or barge")
+    """Listen / whisper / barge (or ``stop``): only where the backend can bridge a supervisor in.
+
+    The backend rings the supervisor's own phone (``sip_contact``, like an agent's); asking again with
+    another mode switches the running leg; ``stop`` ends it.
+    """
+    if mode not in (*SUPERVISION_MODES, "stop"):
+        raise ActionError(404, "mode is listen, whisper, barge or stop")
     console = get_console()
-    cap = console.actions.capabilities()[mode]
+    caps = console.actions.capabilities()
+    cap = caps[mode] if mode != "stop" else caps[SUPERVISION_MODES[0]]
     if not cap["enabled"]:
         raise ActionError(409, cap["reason"])
     u = user()
     with session_scope(console.session_factory) as db:
         if db.get(Call, call_id) is None:
             raise ActionError(404, "no such call")
+        me = db.get(Agent, u.agent_id)
+        contact = (me.sip_contact if me is not None and me.softphone != "browser" else "") or "browser"
+    try:
+        console.backend.supervise(call_id, AgentEndpoint(u.agent_id, contact), mode)
+    except RuntimeError as exc:  # the backend's refusal (call ended, no agent, no SIP phone) is the answer
+        with session_scope(console.session_factory) as db:
+            audit.record(db, f"supervise_{mode}_refused", actor_agent_id=u.agent_id, actor=u.login,
+                         target=f"call:{call_id}")
+        raise ActionError(409, str(exc) or "the call cannot be supervised now") from exc
+    with session_scope(console.session_factory) as db:
         audit.record(db, f"supervise_{mode}", actor_agent_id=u.agent_id, actor=u.login, target=f"call:{call_id}")
-    console.backend.supervise(call_id, u.agent_id, mode)
     return jsonify(ok=True, mode=mode)

@@ -68,6 +68,9 @@ class AgentLegs:
         def _callback_agent_answered(self, call: CallerCall, agent: AgentLeg) -> None: ...
         def _callback_discard(self, call: CallerCall) -> None: ...
         def _callback_agent_left(self, call: CallerCall) -> None: ...
+        def _supervisor_answered(self, call: CallerCall, leg: AgentLeg) -> None: ...
+        def _supervisor_gone(self, leg: AgentLeg) -> None: ...
+        def stop_supervising(self, call_id: str) -> None: ...
 
     def connect_agent(self, call_id: str, agent: AgentEndpoint, ring_seconds: float) -> None:
         call = self.calls.get(call_id)
@@ -83,15 +86,20 @@ class AgentLegs:
         host = registrar if registrar else f"{self.address[0]}:{self.address[1]}"
         return f"sip:{contact}@{host}"
 
-    def _dial(self, call: CallerCall, agent_id: int, uri: str, ring_seconds: float, purpose: str) -> None:
+    def _dial(
+        self, call: CallerCall, agent_id: int, uri: str, ring_seconds: float, purpose: str
+    ) -> AgentLeg | None:
+        """Ring ``uri`` for ``call``: an agent, a consulted agent, a transfer target or a supervisor
+        (``telephony/supervision.py`` keeps that leg; it is neither ``call.agent`` nor ``call.consult``)."""
         caller_media = call.leg.media
         if caller_media is None:
-            return
+            return None
         try:
             media = self.media.open_session(caller_media.payload_type, 101)
         except NoRtpPortError:
-            self._publish(AgentNoAnswer(call.call_id, agent_id=agent_id))
-            return
+            if purpose != "supervisor":
+                self._publish(AgentNoAnswer(call.call_id, agent_id=agent_id))
+            return None
         if purpose == "agent":
             self._tap_agent(call.call_id, media)
         target = host_port_of(uri)
@@ -99,11 +107,11 @@ class AgentLegs:
             target = host_port_of(self.settings.registrar)  # the proxy knows where the agent registered
         agent_leg = self._outgoing_leg(call.call_id, agent_id, uri, target, media, purpose)
         with call.lock:
-            old = call.consult if purpose == "consult" else call.agent
+            old = None
             if purpose == "consult":
-                call.consult = agent_leg
-            else:
-                call.agent = agent_leg
+                old, call.consult = call.consult, agent_leg
+            elif purpose != "supervisor":
+                old, call.agent = call.agent, agent_leg
             if old is not None:
                 self._drop_agent_leg(old)
         with self._lock:
@@ -111,6 +119,7 @@ class AgentLegs:
         agent_leg.cancel_timer = self.media.call_later(
             ring_seconds, lambda: self._agent_ring_timeout(agent_leg))
         self._send_invite(agent_leg)
+        return agent_leg
 
     def _outgoing_leg(
         self, call_id: str, agent_id: int, uri: str, target: Address, media: RtpSession, purpose: str
@@ -186,6 +195,9 @@ class AgentLegs:
             if pt is not None:
                 leg.media.payload_type = pt
             handed_over = None
+            if agent.purpose == "supervisor":
+                self._supervisor_answered(call, agent)
+                return
             if agent.purpose == "consult":
                 handed_over = self._bridge_consult(call, agent)
             elif call.callback is not None and not call.answered:
@@ -251,6 +263,12 @@ class AgentLegs:
             return
         agent.failed = True
         agent.leg.ended = True
+        if agent.purpose == "supervisor":
+            if agent.leg.media is not None:
+                agent.leg.media.close()
+                agent.leg.media = None
+            self._supervisor_gone(agent)
+            return
         call = self.calls.get(agent.call_id)
         if call is not None:
             with call.lock:
@@ -298,6 +316,7 @@ class AgentLegs:
         call = self.calls.get(call_id)
         if call is None:
             return
+        self.stop_supervising(call_id)  # hold changes the relay the supervisor's mixer joined
         with call.lock:
             if call.consult is not None:
                 return  # consulting: the caller is already held; complete or cancel ends it
@@ -325,6 +344,10 @@ class AgentLegs:
     def _agent_hung_up(self, agent: AgentLeg) -> None:
         agent.leg.ended = True
         call = self.calls.get(agent.call_id)
+        if agent.purpose == "supervisor":
+            self._supervisor_gone(agent)  # restores the caller↔agent relay before the media closes
+        elif call is not None and call.agent is agent:
+            self.stop_supervising(call.call_id)  # the agent left: the supervisor's leg ends too
         if agent.leg.media is not None:
             agent.leg.media.close()
             agent.leg.media = None
@@ -404,6 +427,7 @@ class AgentLegs:
         call = self.calls.get(call_id)
         if call is None:
             return
+        self.stop_supervising(call_id)
         with call.lock:
             old = call.agent
             call.agent = None
@@ -423,6 +447,7 @@ class AgentLegs:
         if call is None or call.leg.ended:
             self._publish(AgentNoAnswer(call_id, agent_id=agent.agent_id))
             return
+        self.stop_supervising(call_id)
         with call.lock:
             first = call.agent
             if first is None or not first.answered or first.leg.media is None:

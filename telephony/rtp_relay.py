@@ -100,6 +100,8 @@ class RtpSession:
         self.on_audio: Callable[[bytes], None] | None = None
         """Receives each audio frame as 16-bit PCM (recording, speech); runs in the media thread,
         so it must only hand the frame on (see ``recordings.tap.AudioTap``)."""
+        self.listeners: tuple[Callable[[bytes], None], ...] = ()
+        """More receivers of each decoded frame (a supervision mixer); media thread, return at once."""
 
     # ---- control (any thread) ------------------------------------------------------------
     def set_remote(self, host: str, port: int) -> None:
@@ -235,6 +237,14 @@ class RtpSession:
                 tap(decode(payload, pt))
             except Exception:  # a recorder problem must never stop the call's audio
                 log.exception("audio tap failed")
+        listeners = self.listeners
+        if listeners:
+            try:
+                pcm = decode(payload, pt)
+                for listener in listeners:
+                    listener(pcm)
+            except Exception:
+                log.exception("audio listener failed")
         peer = self._peer
         if peer is not None and not peer.closed:
             try:
@@ -296,6 +306,16 @@ class MediaEngine:
         """Measured gaps between send ticks (bounded ring, for the capacity benchmark)."""
         self._tick_ring = 3000
         self.callback_errors = 0
+        self._tickers: tuple[Callable[[], None], ...] = ()
+
+    def add_ticker(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in the media thread on every 20 ms tick, before the sessions send (a mixer)."""
+        with self._lock:
+            self._tickers = (*self._tickers, fn)
+
+    def remove_ticker(self, fn: Callable[[], None]) -> None:
+        with self._lock:
+            self._tickers = tuple(t for t in self._tickers if t != fn)
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -431,6 +451,12 @@ class MediaEngine:
                 last_tick = now
                 with self._lock:
                     sessions = list(self._sessions.values())
+                    tickers = self._tickers
+                for fn in tickers:
+                    try:
+                        fn()
+                    except Exception:
+                        log.exception("media ticker failed")
                 for s in sessions:
                     try:
                         s._tick()

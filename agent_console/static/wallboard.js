@@ -45,12 +45,13 @@
   function superviseButtons(a) {
     const td = el("td");
     if (!a.call_id) return td;
-    for (const mode of ["listen", "whisper", "barge"]) {
-      const cap = cfg.capabilities[mode];
+    for (const mode of ["listen", "whisper", "barge", "stop"]) {
+      // "stop" ends the supervisor's leg; it is there whenever listening is.
+      const cap = cfg.capabilities[mode === "stop" ? "listen" : mode];
       const b = el("button", { type: "button", class: "small", disabled: !cap.enabled, title: cap.reason || mode, text: mode });
       b.addEventListener("click", async () => {
         const r = await api("POST", "/api/supervisor/calls/" + encodeURIComponent(a.call_id) + "/" + mode);
-        $("supervise-note").textContent = r.ok ? mode + " started" : r.data.error;
+        $("supervise-note").textContent = r.ok ? (mode === "stop" ? "supervision ended" : mode + " started: your phone rings") : r.data.error;
       });
       td.append(b, " ");
     }
