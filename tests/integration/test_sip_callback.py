@@ -299,6 +299,19 @@ def test_platform_hangup_while_the_customer_rings_ends_the_attempt(endpoint_fact
     assert ORIGINAL_CALL not in ep.backend.calls
 
 
+def wait_until_bound(port: int, timeout: float = 5.0) -> bool:
+    """Whether a process (sipp) holds 127.0.0.1:``port`` within ``timeout`` (our bind then fails)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return True
+        time.sleep(0.02)
+    return False
+
+
 def test_platform_hangup_before_any_response_cancels_on_the_first_provisional(
     endpoint_factory: Any, tmp_path: Path
 ) -> None:
@@ -318,6 +331,8 @@ def test_platform_hangup_before_any_response_cancels_on_the_first_provisional(
     agent = start_agent(tmp_path)
     try:
         run.start()
+        # The hang-up comes before Timer A's first retransmission: sipp must hear the FIRST INVITE.
+        assert wait_until_bound(port), "sipp never bound its port"
         ep.backend.call_back(ORIGINAL_CALL, NUMBER, AgentEndpoint(5, agent.contact), 10, 20)
         ep.log.wait_for(AgentAnswered, timeout=10)
         time.sleep(0.3)  # our INVITE is out; the customer's side has not answered it yet
