@@ -54,6 +54,7 @@ class QueueEntry(Base):
     again; NULL: routable now."""
     callback_result: Mapped[str32] = mapped_column(default="")
     """The last callback attempt: ``dialling``, ``connected``, ``no-answer``, ``busy``, ``rejected``, ``failed``,
+    ``agent-ended`` (the agent ended it while the customer rang; not counted),
     ``not-dialled`` (the backend cannot dial), or ``given-up`` after the last allowed attempt."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
