@@ -309,8 +309,10 @@ class Dispatcher:
                 queue, enqueued = (entry.queue, entry.enqueued_at) if entry is not None else (None, None)
                 dialling = entry is not None and entry.status == "dialling"
                 attempt = entry.callback_attempts if entry is not None else 0
+                # An attempt its agent ended is given back, so "attempt 1" can come again: measured once.
+                first_dialling = attempt == 1 and reservations.agent_ended_in_row(session, event.call_id) == 0
             # A callback's wait is measured once, when its customer is first dialled.
-            if queue is not None and enqueued is not None and (not dialling or attempt == 1):
+            if queue is not None and enqueued is not None and (not dialling or first_dialling):
                 self.window(queue).left_queue(_epoch(now), (now - enqueued).total_seconds(), abandoned=False)
             self.estimate_errors.answered(event.call_id, _epoch(now))
             self._forget(event.call_id)
