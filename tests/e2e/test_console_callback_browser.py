@@ -69,3 +69,35 @@ def test_callback_status_in_the_agent_console_and_on_the_wallboard(
     assert customer["phone"] not in status.inner_text()
     femi.screenshot(path=str(artifacts / "callback-agent-retry.png"), full_page=True)
     boss.screenshot(path=str(artifacts / "callback-wallboard.png"), full_page=True)
+
+
+def test_agent_ends_the_attempt_while_the_customer_rings(
+    browser: Any, live_platform: tuple[Any, str], artifacts: Path
+) -> None:
+    """Hang up while "dialling the customer": the attempt ends (``agent-ended``), the agent is in wrap-up
+    and the panel says "you ended the attempt — retry at HH:MM"; the attempt is not counted."""
+    from playwright.sync_api import expect
+    from sqlalchemy import select
+
+    from callcentre.db.models import QueueEntry
+    from callcentre.demo_data import AGENT_PASSWORD, demo_customer
+
+    platform, url = live_platform
+    femi = login(browser, url, "agent06", AGENT_PASSWORD)
+    customer = demo_customer(2)
+    call_id = caller_asks_for_callback(platform, customer["phone"], customer["pin"])
+    femi.click("#go-available")
+    expect(femi.locator("#call-panel")).to_be_visible(timeout=10_000)
+    status = femi.locator("#callback-status")
+    femi.click("#answer")
+    expect(status).to_have_attribute("data-state", "dialling", timeout=10_000)
+    expect(femi.locator("#hangup")).to_be_enabled()
+
+    femi.click("#hangup")
+    expect(status).to_have_attribute("data-state", "retry", timeout=10_000)
+    expect(status).to_contain_text("you ended the attempt — retry at ")
+    expect(femi.locator("#wrap-up")).to_be_visible()
+    with platform.session_factory() as db:
+        entry = db.scalars(select(QueueEntry).where(QueueEntry.call_id == call_id)).one()
+        assert (entry.status, entry.callback_attempts, entry.callback_result) == ("waiting", 0, "agent-ended")
+    femi.screenshot(path=str(artifacts / "callback-agent-ended.png"), full_page=True)
