@@ -202,6 +202,20 @@ def choose_callback(rig: Rig, call_id: str) -> None:
     rig.backend.caller_hangs_up(call_id)  # the caller's own leg is gone from here on
 
 
+def lone_callback(rig: Rig) -> tuple[int, str]:
+    """agent01 busy, two callers wait, the second chooses a callback and hangs up; the first caller is taken
+    out of the queue, so the callback is the only call waiting. Returns (agent01's id, the callback's call id)."""
+    agent = rig.set_state("agent01", "on_call")
+    rig.caller(1)
+    chooser = rig.caller(2)
+    rig.tick_after(60)
+    choose_callback(rig, chooser)
+    with rig.sessions() as s:
+        s.execute(update(QueueEntry).where(QueueEntry.call_id != chooser).values(status="abandoned"))
+        s.commit()
+    return agent, chooser
+
+
 def test_callback_keeps_place_agent_first_then_customer_retry_then_connected(rig: Rig) -> None:
     busy1 = rig.set_state("agent01", "on_call")  # both billing agents busy: callers wait
     busy2 = rig.set_state("agent06", "on_call")
@@ -319,14 +333,7 @@ def rig_context(rig: Rig, call_id: str) -> list[tuple[str, str]]:
 
 
 def test_max_attempts_gives_up_visibly(rig: Rig) -> None:
-    agent = rig.set_state("agent01", "on_call")
-    rig.caller(1)
-    chooser = rig.caller(2)
-    rig.tick_after(60)
-    choose_callback(rig, chooser)
-    with rig.sessions() as s:
-        s.execute(update(QueueEntry).where(QueueEntry.call_id != chooser).values(status="abandoned"))
-        s.commit()
+    agent, chooser = lone_callback(rig)
     for attempt, reason in enumerate(("no-answer", "rejected", "failed"), start=1):
         rig.set_state("agent01", "available")
         assert len(rig.backend.callbacks) == attempt
@@ -372,14 +379,7 @@ def test_callback_chosen_in_the_ivr_menu_is_queued_and_dialled(rig: Rig) -> None
 def test_backend_that_cannot_dial_publishes_callback_due_and_shows_it(demo_settings: Settings) -> None:
     rig = Rig(demo_settings, NoDialMemoryBackend())
     try:
-        agent = rig.set_state("agent01", "on_call")
-        rig.caller(1)
-        chooser = rig.caller(2)
-        rig.tick_after(60)
-        choose_callback(rig, chooser)
-        with rig.sessions() as s:
-            s.execute(update(QueueEntry).where(QueueEntry.call_id != chooser).values(status="abandoned"))
-            s.commit()
+        agent, chooser = lone_callback(rig)
         rig.set_state("agent01", "available")
         (due,) = rig.of(CallbackDue)
         assert (due.call_id, due.agent_id, due.number) == (chooser, agent, demo_customer(2)["phone"])
@@ -502,14 +502,7 @@ def test_callback_that_cannot_start_releases_the_agent_at_once(
 ) -> None:
     rig = Rig(demo_settings, UnroutableMemoryBackend())
     try:
-        agent = rig.set_state("agent01", "on_call")
-        rig.caller(1)
-        chooser = rig.caller(2)
-        rig.tick_after(60)
-        choose_callback(rig, chooser)
-        with rig.sessions() as s:
-            s.execute(update(QueueEntry).where(QueueEntry.call_id != chooser).values(status="abandoned"))
-            s.commit()
+        agent, chooser = lone_callback(rig)
         caplog.clear()
         rig.set_state("agent01", "available")
         assert rig.agent(agent).state == "available"  # not left ringing for nothing
@@ -527,14 +520,7 @@ def test_agent_ending_the_attempt_is_not_counted_and_retries_at_its_place(rig: R
     """The agent presses hang-up on the console while the customer's phone rings: the memory backend
     reports ``CallbackUnanswered("agent-ended")`` (not ``CallHungUp``); the agent wraps up; the callback
     keeps its ORIGINAL place, waits ``callback_retry_seconds`` and its attempt is given back."""
-    agent = rig.set_state("agent01", "on_call")
-    rig.caller(1)
-    chooser = rig.caller(2)
-    rig.tick_after(60)
-    choose_callback(rig, chooser)
-    with rig.sessions() as s:
-        s.execute(update(QueueEntry).where(QueueEntry.call_id != chooser).values(status="abandoned"))
-        s.commit()
+    agent, chooser = lone_callback(rig)
     later = rig.caller(4)  # queues behind the callback
     hung_up_before = [e for e in rig.of(CallHungUp) if e.call_id == chooser]
 
@@ -583,14 +569,7 @@ def test_agent_ending_the_attempt_is_not_counted_and_retries_at_its_place(rig: R
 def test_agent_ended_attempts_in_a_row_give_up_visibly(rig: Rig) -> None:
     """An agent-ended attempt costs the customer nothing, but ``callback_max_attempts`` of them IN A ROW
     give the callback up (no endless loop); a customer attempt in between resets the run."""
-    agent = rig.set_state("agent01", "on_call")
-    rig.caller(1)
-    chooser = rig.caller(2)
-    rig.tick_after(60)
-    choose_callback(rig, chooser)
-    with rig.sessions() as s:
-        s.execute(update(QueueEntry).where(QueueEntry.call_id != chooser).values(status="abandoned"))
-        s.commit()
+    agent, chooser = lone_callback(rig)
     hung_up_before = [e for e in rig.of(CallHungUp) if e.call_id == chooser]  # the caller's own leg
     # console hang-up, the customer's no-answer, then the agent's phone hang-up (twice), then console again.
     steps = ("console", "no-answer", "phone", "phone", "console")
