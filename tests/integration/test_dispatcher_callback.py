@@ -604,3 +604,29 @@ def test_agent_ended_attempts_in_a_row_give_up_visibly(rig: Rig) -> None:
     assert len(rig.backend.callbacks) == len(steps)
     with rig.sessions() as s:
         assert callback_counts(s, rig.clock.now, rig.clock.now.replace(hour=0))["billing"]["given_up"] == 1
+
+
+def test_the_choosing_callers_late_hang_up_leaves_the_callback_reservation_alone(rig: Rig) -> None:
+    """An agent frees up while the caller who chose the callback still hears the goodbye: the agent is
+    reserved and rung for the callback at once, and the caller's own leg ends only afterwards. That
+    ``CallHungUp`` belongs to the old leg: the agent keeps ringing for the callback (not freed, no miss)
+    and the callback keeps its reservation."""
+    agent = rig.set_state("agent01", "on_call")
+    rig.caller(1)
+    chooser = rig.caller(2)
+    rig.tick_after(60)
+    offer = rig.backend.last_action(chooser)
+    assert isinstance(offer, Gather)
+    rig.backend.press(chooser, "1")  # chose the callback; the goodbye is still playing
+    with rig.sessions() as s:
+        s.execute(update(QueueEntry).where(QueueEntry.call_id != chooser).values(status="abandoned"))
+        s.commit()
+    rig.set_state("agent01", "available")
+    (dial,) = rig.backend.callbacks
+    assert dial.call_id == chooser and dial.agent.agent_id == agent
+    rig.bus.publish(CallHungUp(chooser, by="caller"))  # the old leg's goodbye ends now
+    assert rig.agent(agent).state == "ringing"
+    assert rig.entry(chooser).status == "offered"
+    rig.backend.agent_answers(chooser)
+    rig.backend.customer_answers(chooser)
+    assert rig.agent(agent).state == "on_call" and rig.entry(chooser).status == "connected"
