@@ -52,6 +52,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from callcentre.bus import EventBus
+from callcentre.settings import AsteriskSettings
+from telephony.asterisk import AsteriskBackend
+
 BANNER = "Asterisk Call Manager/7.0.3"
 FIXTURES = Path(__file__).parent / "fixtures" / "ami"
 
@@ -484,3 +488,17 @@ def running_peer(**kwargs: str) -> Iterator[AmiPeer]:
         yield peer
     finally:
         peer.close()
+
+
+@contextlib.contextmanager
+def linked_backend(peer: AmiPeer, bus: EventBus) -> Iterator[AsteriskBackend]:
+    """An :class:`AsteriskBackend` logged in to ``peer`` (FastAGI on a free port, 0.5 s pings), stopped after."""
+    settings = AsteriskSettings(ami_host="127.0.0.1", ami_port=peer.port, ami_username=peer.username,
+                                ami_secret=peer.secret, agi_host="127.0.0.1", agi_port=0, ping_interval=0.5)
+    backend = AsteriskBackend(settings, action_timeout=3.0)
+    backend.start(bus)
+    try:
+        assert backend.link is not None and backend.link.wait_linked(5)
+        yield backend
+    finally:
+        backend.stop()

@@ -20,7 +20,7 @@ from callcentre.settings import AsteriskSettings
 from telephony.ami_link import AmiError, AmiLink
 from telephony.asterisk import AsteriskBackend, dial_string
 from telephony.base import AgentEndpoint, TelephonyBackend
-from tests.ami_peer import AmiPeer, PeerChannel
+from tests.ami_peer import AmiPeer, PeerChannel, linked_backend
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
@@ -61,15 +61,10 @@ class Recorder:
 
 @pytest.fixture
 def backend(peer: AmiPeer) -> Iterator[tuple[AsteriskBackend, Recorder]]:
-    settings = AsteriskSettings(ami_host="127.0.0.1", ami_port=peer.port, ami_username=peer.username,
-                                ami_secret=peer.secret, agi_host="127.0.0.1", agi_port=0, ping_interval=0.5)
     bus = EventBus()
     recorder = Recorder(bus)
-    be = AsteriskBackend(settings, action_timeout=3.0)
-    be.start(bus)
-    assert be.link is not None and be.link.wait_linked(5)
-    yield be, recorder
-    be.stop()
+    with linked_backend(peer, bus) as be:
+        yield be, recorder
 
 
 def test_banner_login_and_ping_keepalive(peer: AmiPeer, link_events: tuple[AmiLink, list]) -> None:

@@ -26,10 +26,10 @@ from callcentre.domain.events import (
     CallbackUnanswered,
     CallHungUp,
 )
-from callcentre.settings import AsteriskSettings, Settings
+from callcentre.settings import Settings
 from telephony.asterisk import AsteriskBackend, callback_reason
 from telephony.base import AgentEndpoint, can_call_back
-from tests.ami_peer import AmiPeer
+from tests.ami_peer import AmiPeer, linked_backend
 
 NUMBER = "+15550100077"
 CALL = "call-fixture-a"
@@ -72,15 +72,10 @@ def peer() -> Iterator[AmiPeer]:
 
 @pytest.fixture
 def backend(peer: AmiPeer) -> Iterator[tuple[AsteriskBackend, Recorder]]:
-    settings = AsteriskSettings(ami_host="127.0.0.1", ami_port=peer.port, ami_username=peer.username,
-                                ami_secret=peer.secret, agi_host="127.0.0.1", agi_port=0, ping_interval=0.5)
     bus = EventBus()
     recorder = Recorder(bus)
-    be = AsteriskBackend(settings, action_timeout=3.0)
-    be.start(bus)
-    assert be.link is not None and be.link.wait_linked(5)
-    yield be, recorder
-    be.stop()
+    with linked_backend(peer, bus) as be:
+        yield be, recorder
 
 
 def ended_original_call(peer: AmiPeer, be: AsteriskBackend, recorder: Recorder) -> None:
